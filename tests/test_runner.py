@@ -1,0 +1,126 @@
+"""Real papermill runs of the experiment notebook, their run records and their W&B offline runs."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+from conftest import NOTEBOOK, ROOT
+
+from mlkit.core import RunFailed
+from mlkit.data import fingerprint, load_dataset
+from mlkit.runner import notebook_hash, run_notebook
+
+
+def wandb_summary(run_path: str) -> dict:
+    "Read an offline W&B run back with W&B's own tool."
+    wandb = Path(sys.executable).parent / "wandb"
+    out = subprocess.run(
+        [str(wandb), "leet", "inspect", "--summary", "--json", run_path],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    return json.loads(out.stdout)
+
+
+def test_a_run_is_recorded_with_its_lineage(runs, store):
+    rec = store.get(runs["logreg"].id)
+    assert rec.status == "finished" and rec.error is None
+    assert rec.notebook == "nbs/experiments/train_tabular.ipynb"
+    assert rec.notebook_hash == notebook_hash(NOTEBOOK)
+    assert rec.parameters["model"] == "logreg" and rec.parameters["C"] == 0.5
+    assert rec.parameters["cv_folds"] == 3  # defaults are recorded too
+    assert rec.primary_metric == "roc_auc" and rec.direction == "maximize"
+    assert 0.9 < rec.metrics["roc_auc"] <= 1.0
+    assert rec.metrics["accuracy"] > rec.metrics["baseline_accuracy"]
+    assert rec.data["breast_cancer"]["fingerprint"] == fingerprint(load_dataset("breast_cancer").frame)
+    assert rec.created_at <= rec.finished_at
+
+
+def test_the_executed_notebook_is_kept_with_its_parameters(runs, settings):
+    rec = runs["gbm"]
+    out = Path(rec.output_path)
+    assert out.parent == settings.runs_dir / rec.id
+    nb = nbformat.read(out, as_version=4)
+    injected = [c for c in nb.cells if "injected-parameters" in c.metadata.get("tags", [])]
+    assert len(injected) == 1 and 'model = "gbm"' in injected[0].source
+    assert any(o.get("output_type") == "execute_result" for c in nb.cells for o in c.get("outputs", []))
+
+
+def test_wandb_offline_run_holds_config_summary_and_notebook(runs):
+    rec = runs["logreg"]
+    assert Path(rec.wandb_path).name.startswith("offline-run-")
+    summary = wandb_summary(rec.wandb_path)
+    assert summary["state"] == "finished" and summary["exit_code"] == 0
+    assert summary["run_id"] == rec.id
+    assert summary["config"]["model"] == "logreg" and summary["config"]["C"] == 0.5
+    for name, value in rec.metrics.items():
+        assert summary["summary"][name] == pytest.approx(value)
+    assert (Path(rec.wandb_path) / "files" / "train_tabular.ipynb").is_file()
+
+
+def test_a_failing_notebook_keeps_its_evidence_and_is_marked_failed(settings, store):
+    with pytest.raises(RunFailed) as err:
+        run_notebook(NOTEBOOK, {"model": "svm"}, settings=settings, store=store)
+    assert "Unknown model family 'svm'" in str(err.value)
+    rec = next(r for r in store.list(status="failed") if r.parameters["model"] == "svm")
+    assert "ConfigError: Unknown model family 'svm'" in rec.error
+    executed = nbformat.read(rec.output_path, as_version=4)
+    failing = [c for c in executed.cells if "papermill-error-cell-tag" in c.metadata.get("tags", [])]
+    assert failing, "papermill marks the failing cell"
+    summary = wandb_summary(rec.wandb_path)
+    assert summary["exit_code"] == 1 and summary["summary"]["status"] == "failed"
+
+
+def mlkit(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "mlkit.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, **(env or {})},
+        timeout=300,
+    )
+
+
+def test_cli_run_prints_the_run_id_and_runs_lists_it(state_dir, store, tmp_path):
+    params = tmp_path / "p.yaml"
+    params.write_text("model: logreg\nC: 2.0\n")
+    done = mlkit("run", str(NOTEBOOK), "-f", str(params), "-p", "cv_folds=2")
+    assert done.returncode == 0, done.stderr
+    run_id = done.stdout.strip().splitlines()[-1]
+    rec = store.get(run_id)
+    assert (rec.status, rec.parameters["C"], rec.parameters["cv_folds"]) == ("finished", 2.0, 2)
+    listed = json.loads(mlkit("runs", "--json").stdout)
+    assert run_id in [r["id"] for r in listed]
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        (
+            "lr=0.1",
+            "Unknown parameter 'lr'. The notebook declares:\n  model (str) = 'logreg'  # model family",
+        ),
+        ("C=strong", "The 'C' parameter must be float. Got 'strong' (str) instead."),
+        ("cv_folds=2.5", "The 'cv_folds' parameter must be int. Got 2.5 (float) instead."),
+        ("C", "An override must look like name=value. Got 'C' instead."),
+    ],
+)
+def test_cli_rejects_bad_overrides_before_a_kernel_starts(state_dir, store, settings, override, message):
+    before = (len(store.list()), sorted(os.listdir(settings.runs_dir)))
+    done = mlkit("run", str(NOTEBOOK), "-p", override)
+    assert done.returncode == 1
+    assert message in done.stderr and "Traceback" not in done.stderr
+    assert (len(store.list()), sorted(os.listdir(settings.runs_dir))) == before, "no record, no run folder"
+
+
+def test_cli_failing_run_exits_nonzero(state_dir):
+    done = mlkit("run", str(NOTEBOOK), "-p", "model=nope")
+    assert done.returncode == 1
+    assert "Unknown model family 'nope'" in done.stderr and "marked at the failing cell" in done.stderr

@@ -1,0 +1,58 @@
+import configparser
+
+import pytest
+from conftest import ROOT
+
+from mlkit.core import _KEYS, ConfigError, find_root, load_settings
+
+
+def test_project_settings_file_parses_and_documents_every_key():
+    s = load_settings(ROOT, environ={})
+    assert s.root == ROOT and s.host == "127.0.0.1" and s.wandb_mode == "auto"
+    parser = configparser.ConfigParser(interpolation=None)
+    parser.read(ROOT / "settings.ini")
+    in_file = {key for section in parser.sections() for key in parser[section]}
+    assert in_file == set(_KEYS), "settings.ini must document every setting, and only those"
+
+
+def test_root_is_found_from_the_notebook_folder(monkeypatch):
+    monkeypatch.delenv("MLKIT_ROOT", raising=False)
+    assert find_root(ROOT / "nbs" / "experiments") == ROOT
+
+
+def test_environment_overrides_file_and_paths_resolve_against_root(tmp_path):
+    (tmp_path / "settings.ini").write_text("[storage]\nruns_dir = out/runs\n[serving]\nport = 4000\n")
+    s = load_settings(tmp_path, environ={"MLKIT_PORT": "4100", "MLKIT_RUN_DB": "sqlite:///db/r.db"})
+    assert s.port == 4100
+    assert s.runs_dir == tmp_path / "out" / "runs"
+    assert s.run_db == f"sqlite:///{tmp_path}/db/r.db"
+
+
+@pytest.mark.parametrize(
+    "ini, environ, message",
+    [
+        ("[serving]\nport = many\n", {}, "[serving] port must be a positive int. Got 'many' instead."),
+        ("[serving]\nprot = 1\n", {}, "unknown key 'prot' in section [serving]"),
+        ("[storage]\nport = 1\n", {}, "unknown key 'port' in section [storage]; it belongs [serving]"),
+        (
+            "",
+            {"MLKIT_PARITY_MIN_AGREEMENT": "1.5"},
+            "MLKIT_PARITY_MIN_AGREEMENT must be a number between 0 and 1",
+        ),
+        ("", {"MLKIT_WANDB_MODE": "on"}, "MLKIT_WANDB_MODE must be one of auto, offline, online, disabled"),
+        ("[serving\nport = 1\n", {}, "is not a valid INI file"),
+    ],
+)
+def test_bad_settings_name_the_key_and_value(tmp_path, ini, environ, message):
+    (tmp_path / "settings.ini").write_text(ini)
+    with pytest.raises(ConfigError) as err:
+        load_settings(tmp_path, environ=environ)
+    assert message in str(err.value)
+
+
+def test_wandb_auto_mode_follows_the_api_key(tmp_path, monkeypatch):
+    s = load_settings(tmp_path, environ={})
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    assert s.resolved_wandb_mode == "offline"
+    monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
+    assert s.resolved_wandb_mode == "online"
