@@ -7,7 +7,7 @@ Docs: https://mlkit-dev.github.io/mlkit/demo.html.md"""
 # %% auto #0
 __all__ = ['DEMO_NOTEBOOK', 'DEMO_RUNS', 'ServerError', 'bentoml_server', 'post_json', 'run_demo']
 
-# %% ../nbs/10_demo.ipynb #bbae8c6d
+# %% ../nbs/10_demo.ipynb #37e2a5b3
 import contextlib
 import json
 import os
@@ -23,7 +23,7 @@ from typing import Any
 
 from .core import MlkitError, Settings, free_port, get_settings
 
-# %% ../nbs/10_demo.ipynb #5dbe38cd
+# %% ../nbs/10_demo.ipynb #1e75ca36
 class ServerError(MlkitError, RuntimeError):
     "The model server did not start or answer."
 
@@ -53,6 +53,9 @@ def bentoml_server(
         str(port),
     ]
     child_env = {**os.environ, "MLKIT_ROOT": str(settings.root), "MLKIT_MODEL": tag, **(env or {})}
+    child_env.setdefault(
+        "BENTOML_DO_NOT_TRACK", "true"
+    )  # no usage analytics from a local demo or test server
     if settings.model_store is not None:
         child_env["BENTOML_HOME"] = str(settings.model_store)
     with open(log, "wb") as out:
@@ -107,7 +110,7 @@ def post_json(url: str, payload: Any, timeout: float = 30.0) -> tuple[int, Any]:
         except ValueError:
             return err.code, body.decode(errors="replace")
 
-# %% ../nbs/10_demo.ipynb #2f9d66da
+# %% ../nbs/10_demo.ipynb #e1ddce68
 DEMO_NOTEBOOK = "nbs/experiments/train_tabular.ipynb"
 DEMO_RUNS: list[dict[str, Any]] = [
     {"model": "logreg", "C": 1.0},
@@ -115,7 +118,7 @@ DEMO_RUNS: list[dict[str, Any]] = [
     {"model": "gbm", "n_estimators": 100, "max_depth": 2},
 ]
 
-# %% ../nbs/10_demo.ipynb #fc2c4c7d
+# %% ../nbs/10_demo.ipynb #0406f52f
 def run_demo(
     settings: Settings | None = None,  # default: the project's settings
     console=None,  # a rich Console to print to
@@ -173,8 +176,11 @@ def run_demo(
                 f"request {i + 1}: true label {int(row[ds.target])} -> label {body['labels'][0]}, "
                 f"probabilities {body['probabilities'][0]}"
             )
-        status, body = post_json(url + "/predict", {"records": [{"mean_radius": "large"}]})
-        console.print(f"an invalid request gets {status}: {json.dumps(body)[:160]}")
+        bad = {**{k: float(sample.iloc[0][k]) for k in ds.features}, "mean_radius": "large"}
+        status, body = post_json(url + "/predict", {"records": [bad]})
+        console.print(
+            f"a record with mean_radius='large' gets {status}: {json.dumps(body.get('detail', body))[:200]}"
+        )
 
     console.rule("5. leaderboard")
     console.print(leaderboard(records, title="Demo runs"))

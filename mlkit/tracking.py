@@ -8,7 +8,7 @@ Docs: https://mlkit-dev.github.io/mlkit/tracking.html.md"""
 __all__ = ['runs_table', 'STATUSES', 'RUN_DIR_ENV', 'RunRecord', 'RunStore', 'best_run', 'leaderboard', 'current_run_dir',
            'log_metrics', 'log_dataset', 'log_model', 'read_run_outputs', 'log_to_wandb']
 
-# %% ../nbs/05_tracking.ipynb #44c45a7f
+# %% ../nbs/05_tracking.ipynb #2252d68c
 import dataclasses
 import datetime as dt
 import json
@@ -21,7 +21,7 @@ import sqlalchemy as sa
 
 from .core import NotFound, Settings, atomic_write, find_root
 
-# %% ../nbs/05_tracking.ipynb #382eccf2
+# %% ../nbs/05_tracking.ipynb #3d9b4cb7
 _md = sa.MetaData()
 runs_table = sa.Table(
     "runs",
@@ -76,7 +76,7 @@ class RunRecord:
             for k, v in dataclasses.asdict(self).items()
         }
 
-# %% ../nbs/05_tracking.ipynb #3ff27d32
+# %% ../nbs/05_tracking.ipynb #596b919e
 def _utc(value: dt.datetime | None) -> dt.datetime | None:
     "SQLite gives naive datetimes back; every time mlkit stores is UTC."
     return value.replace(tzinfo=dt.UTC) if value is not None and value.tzinfo is None else value
@@ -129,7 +129,7 @@ class RunStore:
         rec.created_at, rec.finished_at = _utc(rec.created_at), _utc(rec.finished_at)
         return rec
 
-# %% ../nbs/05_tracking.ipynb #2a828991
+# %% ../nbs/05_tracking.ipynb #06f3d5ba
 def best_run(records: list[RunRecord]) -> RunRecord:
     "The finished run with the best primary metric."
     scored = [r for r in records if r.status == "finished" and isinstance(r.score, int | float)]
@@ -139,7 +139,7 @@ def best_run(records: list[RunRecord]) -> RunRecord:
         )
     return max(scored, key=lambda r: r.score if r.direction != "minimize" else -r.score)
 
-# %% ../nbs/05_tracking.ipynb #dd21b0ec
+# %% ../nbs/05_tracking.ipynb #dcd6c814
 def leaderboard(records: list[RunRecord], title: str = "Runs"):
     "A `rich.table.Table` of `records`, the best finished runs first."
     from rich.table import Table
@@ -152,21 +152,24 @@ def leaderboard(records: list[RunRecord], title: str = "Runs"):
     # parameters that differ between the runs shown say what each run tried; all of them when there is one run
     keys = list(dict.fromkeys(k for r in records for k in r.parameters))
     varying = [k for k in keys if len({json.dumps(r.parameters.get(k), sort_keys=True) for r in records}) > 1]
-    table = Table(title=title)
-    for col in ("run", "notebook", "status", "primary metric", "parameters", "created (UTC)"):
-        table.add_column(col, no_wrap=col in ("run", "notebook", "status"))
+    notebooks = {Path(r.notebook).stem for r in records}
+    single = len(notebooks) == 1
+    table = Table(title=f"{title}: {notebooks.pop()}" if single else title)
+    # the run id starts with its UTC start time, so no separate time column
+    for col in ["run", *([] if single else ["notebook"]), "status", "primary metric"]:
+        table.add_column(col, no_wrap=True)
+    table.add_column("parameters", overflow="fold", min_width=20)
     for r in sorted(records, key=key):
         if r.status == "failed":
-            metric = f"error: {r.error or ''}"[:60]
+            metric = f"error: {r.error or ''}"[:40]
         else:
-            metric = f"{r.primary_metric} = {r.score:.4f}" if isinstance(r.score, int | float) else ""
+            metric = f"{r.primary_metric} {r.score:.4f}" if isinstance(r.score, int | float) else ""
         params = ", ".join(f"{k}={r.parameters[k]}" for k in (varying or keys) if k in r.parameters)
-        table.add_row(
-            r.id, Path(r.notebook).stem, r.status, metric, params, f"{r.created_at:%Y-%m-%d %H:%M:%S}"
-        )
+        cells = [r.id, *([] if single else [Path(r.notebook).stem]), r.status, metric, params]
+        table.add_row(*cells)
     return table
 
-# %% ../nbs/05_tracking.ipynb #90b204fd
+# %% ../nbs/05_tracking.ipynb #606504b4
 RUN_DIR_ENV = "MLKIT_RUN_DIR"
 
 
@@ -268,7 +271,7 @@ def read_run_outputs(run_dir: Path | str) -> dict[str, Any]:
         "data": _read_json(run_dir / "data.json"),
     }
 
-# %% ../nbs/05_tracking.ipynb #ad7dcd1a
+# %% ../nbs/05_tracking.ipynb #28b4181f
 def log_to_wandb(
     record: RunRecord,  # the finished or failed run
     settings: Settings,  # where and how to track

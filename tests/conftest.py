@@ -21,7 +21,8 @@ def state_dir(tmp_path_factory) -> Path:
         "MLKIT_MODEL_STORE": str(state / "bentoml"),
         "MLKIT_WANDB_DIR": str(state),
         "MLKIT_WANDB_MODE": "offline",
-        "WANDB_MODE": "offline",  # belt and braces: W&B never tries the network in tests
+        "WANDB_MODE": "offline",  # belt and braces: W&B never tries the network in tests,
+        "WANDB_BASE_URL": "http://127.0.0.1:9",  # and if it did, it would knock on a closed loopback port
         "WANDB_SILENT": "true",
         "BENTOML_DO_NOT_TRACK": "true",
         "MLKIT_MODEL": "",
