@@ -33,7 +33,9 @@ lint: install
 nbtest: install
 	$(BIN)/nbdev-test --n-workers 2
 
+# PostgreSQL from Debian's packages for the tests that need a real server (they start their own cluster)
 pytest: install
+	bash .ci/postgres
 	$(BIN)/pytest
 
 clean:

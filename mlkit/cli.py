@@ -1,8 +1,8 @@
 """`mlkit` on the command line: a thin typer layer over the Python API.
 
-Every command is one call a notebook can make too (`mlkit.runner.run_notebook`, `mlkit.export.export_run`, ...).
-Heavy libraries (papermill, scikit-learn, W&B, BentoML, torch) are imported inside the commands that use them,
-so `mlkit --help` stays fast. Hand-written glue, not generated.
+Every command is one call a notebook can make too (`mlkit.runner.run_notebook`, `mlkit.sweep.sweep`,
+`mlkit.export.export_run`, ...). Heavy libraries (papermill, scikit-learn, W&B, BentoML, Optuna, Dask, torch)
+are imported inside the commands that use them, so `mlkit --help` stays fast. Hand-written glue, not generated.
 """
 
 import json
@@ -29,15 +29,26 @@ def run(
     params_file: Annotated[
         Path | None, typer.Option("-f", "--params-file", help="YAML file of overrides")
     ] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="execute even if an identical run is cached")
+    ] = False,
 ) -> None:
-    "Execute NOTEBOOK with parameters through papermill; prints the run id."
+    "Execute NOTEBOOK with parameters through papermill; prints the run id (an identical earlier run is reused)."
+    import datetime as dt
+
     from mlkit.params import load_params_file, parse_assignments, parse_parameters
     from mlkit.runner import run_notebook
 
     declared = parse_parameters(notebook)
     overrides = load_params_file(params_file) if params_file else {}
     overrides.update(parse_assignments(param or [], declared))
-    typer.echo(run_notebook(notebook, overrides).id)
+    started = dt.datetime.now(dt.UTC)
+    record = run_notebook(notebook, overrides, force=force)
+    if record.created_at < started:
+        typer.echo(
+            f"cached: run {record.id} has the same notebook, parameters and data (--force reruns)", err=True
+        )
+    typer.echo(record.id)
 
 
 @app.command()
@@ -54,34 +65,222 @@ def runs(
     notebook: Annotated[
         str | None, typer.Option(help="only runs of this notebook (path from the root)")
     ] = None,
+    study: Annotated[str | None, typer.Option(help="only trials of this sweep study")] = None,
     status: Annotated[str | None, typer.Option(help="only runs with this status")] = None,
+    sort: Annotated[
+        str | None, typer.Option(help="rank by this metric (default: each run's primary metric)")
+    ] = None,
 ) -> None:
-    "List run records, best first."
+    "List run records, best first. The cache column is the start of each run's cache key."
     from mlkit.core import get_settings
     from mlkit.tracking import RunStore, leaderboard
 
-    records = RunStore(get_settings().run_db).list(notebook=notebook, status=status)
+    records = RunStore(get_settings().run_db).list(notebook=notebook, status=status, study=study)
     if as_json:
         typer.echo(json.dumps([r.to_json() for r in records], indent=1))
         return
     from rich.console import Console
 
-    Console().print(leaderboard(records))
+    Console().print(leaderboard(records, sort=sort))
 
 
 @app.command()
-def export(run_id: Annotated[str, typer.Argument(help="a finished run that logged a model")]) -> None:
+def compare(run_ids: Annotated[list[str], typer.Argument(help="two or more run ids")]) -> None:
+    "Parameters and metrics of RUN_IDS side by side, differences highlighted."
+    from rich.console import Console
+
+    from mlkit.core import get_settings
+    from mlkit.report import compare_table
+    from mlkit.tracking import RunStore
+
+    store = RunStore(get_settings().run_db)
+    Console().print(compare_table([store.get(r) for r in run_ids]))
+
+
+@app.command()
+def sweep(
+    notebook: Annotated[Path, typer.Argument(help="experiment notebook")],
+    space: Annotated[Path, typer.Option("--space", help="search space YAML")],
+    trials: Annotated[
+        int, typer.Option("--trials", help="trials in total (across all drivers of the study)")
+    ],
+    workers: Annotated[int | None, typer.Option(help="LocalCluster worker processes")] = None,
+    sampler: Annotated[str, typer.Option(help="tpe | random | grid")] = "tpe",
+    pruner: Annotated[str, typer.Option(help="median | hyperband | none")] = "median",
+    metric: Annotated[
+        str | None, typer.Option(help="metric to optimise (default: the primary metric)")
+    ] = None,
+    direction: Annotated[str, typer.Option(help="maximize | minimize")] = "maximize",
+    storage: Annotated[
+        str | None, typer.Option(help="Optuna storage: journal file or SQLAlchemy URL")
+    ] = None,
+    scheduler: Annotated[
+        str | None, typer.Option(help="Dask scheduler address (default: a LocalCluster)")
+    ] = None,
+    study: Annotated[str | None, typer.Option(help="study name (default: derived, so reruns resume)")] = None,
+    max_failures: Annotated[int | None, typer.Option(help="stop once more trials than this failed")] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="rerun trials whose identical run is cached")
+    ] = False,
+    seed: Annotated[int | None, typer.Option(help="sampler seed")] = None,
+) -> None:
+    "Optuna sweep of NOTEBOOK, each trial a papermill run on a Dask worker; prints the study name."
+    from mlkit.progress import SweepProgress
+    from mlkit.sweep import sweep as run_sweep
+
+    with SweepProgress(trials) as progress:
+        result = run_sweep(
+            notebook, space, trials, workers=workers, sampler=sampler, pruner=pruner, metric=metric,
+            direction=direction, storage=storage, scheduler=scheduler, study=study, max_failures=max_failures,
+            force=force, seed=seed, on_event=progress.event,
+        )  # fmt: skip
+    c = result.counts
+    typer.echo(
+        f"study {result.study}: {c['complete']} complete, {c['pruned']} pruned, {c['fail']} failed; "
+        f"best {result.best_value} with {result.best_params} (run {result.best_run_id})",
+        err=True,
+    )
+    typer.echo(result.study)
+
+
+@app.command()
+def report(
+    study: Annotated[str, typer.Option("--study", help="the sweep study to report")],
+    storage: Annotated[
+        str | None, typer.Option(help="Optuna storage (default: setting sweep_storage)")
+    ] = None,
+) -> None:
+    "Write the study's HTML report (leaderboard, history, importances, slices) under reports/; prints its path."
+    from mlkit.report import study_report
+
+    typer.echo(study_report(study, storage=storage))
+
+
+@app.command()
+def export(
+    run_id: Annotated[str, typer.Argument(help="a finished run that logged a model")],
+    quantize: Annotated[
+        list[str] | None, typer.Option(help="also try a quantized variant: int8, fp16")
+    ] = None,
+) -> None:
     "Export RUN_ID's model to ONNX with a parity check into the model store; prints the model tag."
     from mlkit.export import export_run
 
-    result = export_run(run_id)
+    result = export_run(run_id, quantize=quantize or [])
     p = result.parity
     typer.echo(
-        f"parity on {p.n_rows} holdout rows: max |dp| {p.max_abs_diff:.2e}, "
-        f"label agreement {p.label_agreement:.2%}",
+        f"parity on {p.n_rows} holdout rows: max |dp| {p.max_abs_diff:.2e}, label agreement {p.label_agreement:.2%}",
         err=True,
     )
+    for name, ms in result.latency_ms.items():
+        typer.echo(f"latency {name}: " + ", ".join(f"batch {b}: {v:.3f} ms" for b, v in ms.items()), err=True)
+    for kind, q in result.quantization.items():
+        typer.echo(f"{kind}: {'kept' if q['kept'] else 'discarded'}: {q['reason']}", err=True)
     typer.echo(result.tag)
+
+
+@app.command()
+def models(
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON instead of a table")] = False,
+    name: Annotated[str | None, typer.Option(help="only versions of this model name")] = None,
+) -> None:
+    "List model versions in the store with their aliases and key metrics."
+    from mlkit.promotion import list_versions, versions_view
+
+    versions = list_versions(name)
+    if as_json:
+        typer.echo(json.dumps([v.to_json() for v in versions], indent=1, default=str))
+        return
+    from rich.console import Console
+
+    Console().print(versions_view(versions))
+
+
+@app.command()
+def promote(
+    tag: Annotated[str, typer.Argument(help="the candidate model version, name:version")],
+    alias: Annotated[str, typer.Option("--alias", help="e.g. production, champion, challenger")],
+    reason: Annotated[str | None, typer.Option(help="why, for the audit log")] = None,
+    force: Annotated[bool, typer.Option("--force", help="skip the gate; recorded as forced")] = False,
+) -> None:
+    "Point ALIAS at TAG if it passes the gate (metric margin, parity and contract, latency budget)."
+    from mlkit.promotion import promote as run_promote
+
+    typer.echo(str(run_promote(tag, alias, reason=reason, force=force)))
+
+
+@app.command()
+def rollback(
+    alias: Annotated[str, typer.Option("--alias", help="the alias to point back")],
+    reason: Annotated[str | None, typer.Option(help="why, for the audit log")] = None,
+) -> None:
+    "Point ALIAS back to the version it held before, in one audited step."
+    from mlkit.promotion import rollback as run_rollback
+
+    typer.echo(str(run_rollback(alias, reason=reason)))
+
+
+@app.command()
+def audit(
+    alias: Annotated[str | None, typer.Option(help="only this alias's changes")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON instead of a table")] = False,
+) -> None:
+    "The append-only log of alias changes: who, when, from which version to which, why, the metrics."
+    from mlkit.promotion import audit_log, audit_view
+
+    entries = audit_log(alias)
+    if as_json:
+        typer.echo(json.dumps([e.to_json() for e in entries], indent=1, default=str))
+        return
+    from rich.console import Console
+
+    Console().print(audit_view(entries))
+
+
+@app.command()
+def lineage(
+    tag: Annotated[str, typer.Argument(help="a model version, name:version")],
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+) -> None:
+    "The chain behind TAG: run, notebook and its hash, parameters, data fingerprints, git commit, packages."
+    from mlkit.lineage import lineage as chain_of
+
+    chain = chain_of(tag)
+    if as_json:
+        typer.echo(json.dumps(chain.to_json(), indent=1, default=str))
+        return
+    from rich.console import Console
+
+    Console().print(chain)
+
+
+@app.command()
+def card(
+    tag: Annotated[str, typer.Argument(help="a model version, name:version")],
+    out_dir: Annotated[Path | None, typer.Option(help="folder (default: reports/models)")] = None,
+) -> None:
+    "Write TAG's model card (Markdown and HTML) under reports/models/; prints both paths."
+    from mlkit.cards import write_card
+
+    for path in write_card(tag, out_dir=out_dir):
+        typer.echo(path)
+
+
+@app.command()
+def quality(
+    dataset: Annotated[str, typer.Argument(help="a registered data set (mlkit.data)")],
+    out: Annotated[
+        Path | None, typer.Option(help="the HTML file (default: reports/quality/DATASET.html)")
+    ] = None,
+) -> None:
+    "Write a data-quality report (shape, missing share, cardinality, distributions) of DATASET; prints its path."
+    from mlkit.core import get_settings
+    from mlkit.data import load_dataset
+    from mlkit.quality import quality_report
+
+    ds = load_dataset(dataset)
+    path = out or get_settings().root / "reports" / "quality" / f"{dataset}.html"
+    typer.echo(quality_report(ds.frame, path, title=f"Data quality: {dataset}", schema=ds.schema))
 
 
 @app.command()

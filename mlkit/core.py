@@ -9,7 +9,7 @@ __all__ = ['SETTINGS_FILE', 'MlkitError', 'ConfigError', 'ContractError', 'RunFa
            'Settings', 'find_root', 'load_settings', 'get_settings', 'atomic_write', 'sha256_bytes', 'new_run_id',
            'free_port']
 
-# %% ../nbs/00_core.ipynb #0a3ae58c
+# %% ../nbs/00_core.ipynb #9e603a9a
 import configparser
 import dataclasses
 import functools
@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-# %% ../nbs/00_core.ipynb #4b7a818d
+# %% ../nbs/00_core.ipynb #29032324
 class MlkitError(Exception):
     "Base class of every error mlkit raises on purpose."
 
@@ -46,7 +46,7 @@ class ExportError(MlkitError, RuntimeError):
 class NotFound(MlkitError, LookupError):
     "A run, model or data set that was asked for does not exist."
 
-# %% ../nbs/00_core.ipynb #585d4e3d
+# %% ../nbs/00_core.ipynb #ac7c7179
 class expect_fail:
     "Context manager asserting that its block raises `exc` (default: MlkitError) whose message contains `contains`."
 
@@ -70,7 +70,7 @@ class expect_fail:
         self.value = value
         return True
 
-# %% ../nbs/00_core.ipynb #c47c6e8e
+# %% ../nbs/00_core.ipynb #b5e53121
 _WANDB_MODES = ("auto", "offline", "online", "disabled")
 
 
@@ -87,16 +87,25 @@ class Settings:
     wandb_dir: Path  # W&B writes its run folders under <wandb_dir>/wandb
     parity_atol: float  # largest allowed |ONNX - reference| probability difference
     parity_min_agreement: float  # smallest allowed share of identical labels
+    quantize_budget: float  # largest task-metric drop a quantized variant may have (0.01 = one point)
+    promote_margin: float  # how much a candidate's primary metric must beat the alias holder's
+    latency_budget_ms: float  # largest batch-1 ONNX latency a promoted model may have
     model: str  # the model tag to serve; '' means the newest exported by mlkit
     host: str  # where `bentoml serve` binds
     port: int  # its port
     max_records: int  # most records one /predict request may carry
+    sweep_storage: str  # Optuna storage: a journal file path, or a SQLAlchemy URL shared by several machines
+    sweep_scheduler: str  # Dask scheduler address; '' starts a LocalCluster
+    sweep_workers: int  # LocalCluster worker processes
+    sweep_heartbeat_s: float  # seconds between a running trial's heartbeats
 
     @property
     def resolved_wandb_mode(self) -> str:
-        "`auto` becomes online when a W&B API key is set, offline otherwise."
+        "`auto` follows WANDB_MODE when set, else online with a W&B API key, else offline."
         if self.wandb_mode != "auto":
             return self.wandb_mode
+        if os.environ.get("WANDB_MODE") in ("offline", "online", "disabled"):
+            return os.environ["WANDB_MODE"]
         return "online" if os.environ.get("WANDB_API_KEY") else "offline"
 
 
@@ -134,6 +143,16 @@ def _share(text: str) -> float:
     return value
 
 
+def _positive(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value > 0.0:
+        raise ValueError("must be a positive number")
+    return value
+
+
 def _non_negative(text: str) -> float:
     try:
         value = float(text)
@@ -154,13 +173,20 @@ _KEYS: dict[str, tuple[str, Any, str]] = {
     "wandb_dir": ("tracking", _path, ".mlkit"),
     "parity_atol": ("export", _non_negative, "1e-4"),
     "parity_min_agreement": ("export", _share, "0.99"),
+    "quantize_budget": ("export", _non_negative, "0.01"),
+    "promote_margin": ("registry", _non_negative, "0"),
+    "latency_budget_ms": ("registry", _positive, "50"),
     "model": ("serving", str, ""),
     "host": ("serving", str, "127.0.0.1"),
     "port": ("serving", _positive_int, "3000"),
     "max_records": ("serving", _positive_int, "10000"),
+    "sweep_storage": ("sweep", str, ".mlkit/optuna.journal"),
+    "sweep_scheduler": ("sweep", str, ""),
+    "sweep_workers": ("sweep", _positive_int, "2"),
+    "sweep_heartbeat_s": ("sweep", _positive, "5"),
 }
 
-# %% ../nbs/00_core.ipynb #3defd4d6
+# %% ../nbs/00_core.ipynb #0254bb89
 SETTINGS_FILE = "settings.ini"
 
 
@@ -229,13 +255,13 @@ def load_settings(
     values["run_db"] = _resolve_db_url(values["run_db"], root)
     return Settings(root=root, **values)
 
-# %% ../nbs/00_core.ipynb #2b9a2668
+# %% ../nbs/00_core.ipynb #d972faec
 @functools.lru_cache(maxsize=1)
 def get_settings() -> Settings:
     "The settings of the current project, read once per process."
     return load_settings()
 
-# %% ../nbs/00_core.ipynb #a2842447
+# %% ../nbs/00_core.ipynb #b60cd55b
 def atomic_write(
     path: Path | str,  # destination; its folder is created
     data: str | bytes,  # the whole content

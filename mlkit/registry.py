@@ -1,4 +1,4 @@
-"""Exported models in BentoML's local model store, with mlkit's metadata, and which one to serve.
+"""Model versions in BentoML's model store, with mlkit's label and metadata.
 
 Docs: https://mlkit-dev.github.io/mlkit/registry.html.md"""
 

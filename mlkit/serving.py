@@ -3,7 +3,7 @@
     bentoml serve mlkit.serving:ModelService            # binds 127.0.0.1:<port from settings.ini>
 
 Serves the tag in `MLKIT_MODEL` (or settings.ini [serving] model), else the newest model mlkit exported.
-Only ONNX is loaded, by onnxruntime; nothing is unpickled. Hand-written (not generated): starting a server
+Only ONNX is loaded, by onnxruntime (plus a text model's tokenizer.json); nothing is unpickled. Hand-written (not generated): starting a server
 makes a poor executed doc; the logic it calls is tested in nbs/07_inference.ipynb.
 """
 
@@ -13,7 +13,7 @@ import bentoml
 from pydantic import Field
 
 from mlkit.core import get_settings
-from mlkit.inference import OnnxClassifier, record_model
+from mlkit.inference import make_classifier, record_model
 from mlkit.registry import get_model, resolve_tag
 
 _settings = get_settings()
@@ -36,8 +36,9 @@ class ModelService:
 
     def __init__(self) -> None:
         self.tag = str(self.model.tag)
-        self.classifier = OnnxClassifier(
-            self.model.path_of("model.onnx"), _metadata["features"], _metadata["classes"]
+        files = {name: self.model.path_of(name) for name in _metadata.get("files", [])}  # e.g. tokenizer.json
+        self.classifier = make_classifier(
+            self.model.path_of("model.onnx"), _metadata["features"], _metadata["classes"], files
         )
 
     @bentoml.api

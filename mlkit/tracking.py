@@ -6,9 +6,10 @@ Docs: https://mlkit-dev.github.io/mlkit/tracking.html.md"""
 
 # %% auto #0
 __all__ = ['runs_table', 'STATUSES', 'RUN_DIR_ENV', 'RunRecord', 'RunStore', 'best_run', 'leaderboard', 'current_run_dir',
-           'log_metrics', 'log_dataset', 'log_model', 'read_run_outputs', 'log_to_wandb']
+           'log_metrics', 'log_dataset', 'log_model', 'log_history', 'report', 'read_history', 'read_run_outputs',
+           'log_to_wandb']
 
-# %% ../nbs/05_tracking.ipynb #2252d68c
+# %% ../nbs/05_tracking.ipynb #a47b1d8a
 import dataclasses
 import datetime as dt
 import json
@@ -21,7 +22,7 @@ import sqlalchemy as sa
 
 from .core import NotFound, Settings, atomic_write, find_root
 
-# %% ../nbs/05_tracking.ipynb #3d9b4cb7
+# %% ../nbs/05_tracking.ipynb #a4828d45
 _md = sa.MetaData()
 runs_table = sa.Table(
     "runs",
@@ -41,8 +42,11 @@ runs_table = sa.Table(
     sa.Column("run_dir", sa.Text, nullable=False),  # artifacts the notebook wrote
     sa.Column("output_path", sa.Text, nullable=False),  # the executed notebook
     sa.Column("wandb_path", sa.Text),  # offline run folder, or entity/project/id online
+    sa.Column("cache_key", sa.String(80)),  # sha256 of notebook hash + parameters (see runner.cache_key)
+    sa.Column("study", sa.String(256)),  # the sweep's Optuna study, when the run is a trial
+    sa.Column("trial", sa.Integer),  # the trial's number in that study
 )
-STATUSES = ("running", "finished", "failed")
+STATUSES = ("running", "finished", "failed", "pruned")
 
 
 @dataclasses.dataclass
@@ -64,6 +68,9 @@ class RunRecord:
     error: str | None = None
     finished_at: dt.datetime | None = None
     wandb_path: str | None = None
+    cache_key: str | None = None
+    study: str | None = None
+    trial: int | None = None
 
     @property
     def score(self) -> float | None:
@@ -76,7 +83,7 @@ class RunRecord:
             for k, v in dataclasses.asdict(self).items()
         }
 
-# %% ../nbs/05_tracking.ipynb #596b919e
+# %% ../nbs/05_tracking.ipynb #6605e0dc
 def _utc(value: dt.datetime | None) -> dt.datetime | None:
     "SQLite gives naive datetimes back; every time mlkit stores is UTC."
     return value.replace(tzinfo=dt.UTC) if value is not None and value.tzinfo is None else value
@@ -88,9 +95,22 @@ class RunStore:
     def __init__(self, url: str):
         if url.startswith("sqlite:///") and url != "sqlite:///:memory:":
             Path(url[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
-        args = {"connect_args": {"timeout": 30}} if url.startswith("sqlite") else {}
+        args = {"connect_args": {"timeout": 30}} if url.startswith("sqlite") else {"pool_pre_ping": True}
         self.engine = sa.create_engine(url, **args)
-        _md.create_all(self.engine)
+        try:
+            _md.create_all(self.engine)
+        except sa.exc.DatabaseError:  # another process created it between the check and the CREATE
+            _md.create_all(self.engine)
+        self._add_missing_columns()
+
+    def _add_missing_columns(self) -> None:
+        "Bring a run database made by an older mlkit up to date: new columns are nullable, so adding them is safe."
+        present = {c["name"] for c in sa.inspect(self.engine).get_columns("runs")}
+        with self.engine.begin() as con:
+            for col in runs_table.columns:
+                if col.name not in present:
+                    kind = col.type.compile(dialect=self.engine.dialect)
+                    con.execute(sa.text(f'ALTER TABLE runs ADD COLUMN "{col.name}" {kind}'))
 
     def create(self, record: RunRecord) -> RunRecord:
         with self.engine.begin() as con:
@@ -113,13 +133,23 @@ class RunStore:
             raise NotFound(f"No run with id '{run_id}'. `mlkit runs` lists the runs.")
         return self._record(row)
 
-    def list(self, notebook: str | None = None, status: str | None = None) -> list[RunRecord]:
-        "Runs, newest first, optionally only those of one notebook or status."
+    def list(
+        self,
+        notebook: str | None = None,  # only runs of this notebook (path from the project root)
+        status: str | None = None,  # only runs with this status
+        study: str | None = None,  # only trials of this sweep study
+        cache_key: str | None = None,  # only runs with this cache key
+    ) -> list[RunRecord]:
+        "Runs, newest first, optionally filtered."
         q = runs_table.select().order_by(runs_table.c.created_at.desc(), runs_table.c.id.desc())
-        if notebook:
-            q = q.where(runs_table.c.notebook == notebook)
-        if status:
-            q = q.where(runs_table.c.status == status)
+        for column, value in (
+            ("notebook", notebook),
+            ("status", status),
+            ("study", study),
+            ("cache_key", cache_key),
+        ):
+            if value is not None:
+                q = q.where(runs_table.c[column] == value)
         with self.engine.connect() as con:
             return [self._record(r) for r in con.execute(q).mappings()]
 
@@ -129,7 +159,7 @@ class RunStore:
         rec.created_at, rec.finished_at = _utc(rec.created_at), _utc(rec.finished_at)
         return rec
 
-# %% ../nbs/05_tracking.ipynb #06f3d5ba
+# %% ../nbs/05_tracking.ipynb #0ed2b84c
 def best_run(records: list[RunRecord]) -> RunRecord:
     "The finished run with the best primary metric."
     scored = [r for r in records if r.status == "finished" and isinstance(r.score, int | float)]
@@ -139,15 +169,23 @@ def best_run(records: list[RunRecord]) -> RunRecord:
         )
     return max(scored, key=lambda r: r.score if r.direction != "minimize" else -r.score)
 
-# %% ../nbs/05_tracking.ipynb #dcd6c814
-def leaderboard(records: list[RunRecord], title: str = "Runs"):
-    "A `rich.table.Table` of `records`, the best finished runs first."
+# %% ../nbs/05_tracking.ipynb #7f73bb6a
+def leaderboard(
+    records: list[RunRecord],  # the runs to show
+    title: str = "Runs",  # the table's title
+    sort: str | None = None,  # rank by this metric instead of each run's primary metric
+):
+    "A `rich.table.Table` of `records`: ranked finished runs first, then the others, newest first."
     from rich.table import Table
 
+    def value(r: RunRecord) -> float | None:
+        v = r.metrics.get(sort) if sort else r.score
+        return v if isinstance(v, int | float) and r.status == "finished" else None
+
     def key(r: RunRecord):
-        score = r.score if isinstance(r.score, int | float) else None
-        ranked = r.status == "finished" and score is not None
-        return (not ranked, -(score if r.direction != "minimize" else -score) if ranked else 0.0)
+        v = value(r)
+        minimize = r.direction == "minimize" and (sort is None or sort == r.primary_metric)
+        return (v is None, 0.0 if v is None else (v if minimize else -v))
 
     # parameters that differ between the runs shown say what each run tried; all of them when there is one run
     keys = list(dict.fromkeys(k for r in records for k in r.parameters))
@@ -156,26 +194,53 @@ def leaderboard(records: list[RunRecord], title: str = "Runs"):
     single = len(notebooks) == 1
     table = Table(title=f"{title}: {notebooks.pop()}" if single else title)
     # the run id starts with its UTC start time, so no separate time column
-    for col in ["run", *([] if single else ["notebook"]), "status", "primary metric"]:
+    for col in ["run", *([] if single else ["notebook"]), "status", sort or "primary metric", "cache"]:
         table.add_column(col, no_wrap=True)
     table.add_column("parameters", overflow="fold", min_width=20)
     for r in sorted(records, key=key):
         if r.status == "failed":
             metric = f"error: {r.error or ''}"[:40]
+        elif value(r) is not None:
+            metric = f"{value(r):.4f}" if sort else f"{r.primary_metric} {value(r):.4f}"
         else:
-            metric = f"{r.primary_metric} {r.score:.4f}" if isinstance(r.score, int | float) else ""
+            metric = ""
         params = ", ".join(f"{k}={r.parameters[k]}" for k in (varying or keys) if k in r.parameters)
-        cells = [r.id, *([] if single else [Path(r.notebook).stem]), r.status, metric, params]
-        table.add_row(*cells)
+        status = r.status + (f" (trial {r.trial})" if r.trial is not None else "")
+        cells = [
+            r.id,
+            *([] if single else [Path(r.notebook).stem]),
+            status,
+            metric,
+            (r.cache_key or "")[7:15],
+        ]
+        table.add_row(*cells, params)
     return table
 
-# %% ../nbs/05_tracking.ipynb #606504b4
+# %% ../nbs/05_tracking.ipynb #1b322109
 RUN_DIR_ENV = "MLKIT_RUN_DIR"
+
+
+_SCRATCH_FILES = (
+    "metrics.json",
+    "data.json",
+    "history.jsonl",
+    "model.json",
+    "model.joblib",
+    "holdout.parquet",
+)
+_scratch_cleared: set[Path] = set()
 
 
 def current_run_dir() -> Path:
     "Where the notebook's run keeps its artifacts: `MLKIT_RUN_DIR`, else `<root>/.mlkit/scratch`."
-    path = Path(os.environ.get(RUN_DIR_ENV) or find_root() / ".mlkit" / "scratch")
+    if os.environ.get(RUN_DIR_ENV):
+        path = Path(os.environ[RUN_DIR_ENV])
+    else:  # scratch: cleared on first use in a process, so a hand run never mixes with an earlier one
+        path = find_root() / ".mlkit" / "scratch"
+        if path not in _scratch_cleared:
+            for name in _SCRATCH_FILES:
+                (path / name).unlink(missing_ok=True)
+            _scratch_cleared.add(path)
     path.mkdir(parents=True, exist_ok=True)
     return path
 
@@ -246,18 +311,45 @@ def log_model(
     joblib.dump(model, tmp)
     os.replace(tmp, run_dir / "model.joblib")
     classes = [c.item() if hasattr(c, "item") else c for c in getattr(model, "classes_", [])]
+    flavor = getattr(model, "mlkit_flavor", "sklearn")  # which exporter mlkit.export uses
     atomic_write(
         run_dir / "model.json",
         json.dumps(
-            {
-                "flavor": "sklearn",
-                "features": features,
-                "classes": classes,
-                "target": schema.metadata["target"],
-            }
+            {"flavor": flavor, "features": features, "classes": classes, "target": schema.metadata["target"]}
         ),
     )
     return run_dir / "model.joblib"
+
+
+def log_history(
+    step: int,  # fold or epoch number
+    **values: float,  # metric name -> value at that step
+) -> None:
+    "Append intermediate values to the run's history (W&B gets them as history rows)."
+    row = {"step": int(step), **{k: float(v) for k, v in values.items()}}
+    with open(current_run_dir() / "history.jsonl", "a") as f:
+        f.write(json.dumps(row) + "\n")
+
+
+def report(
+    value: float,  # the intermediate value (the study's metric, e.g. the running mean of fold scores)
+    step: int,  # fold or epoch number
+    name: str = "value",  # its name in the history
+) -> None:
+    "Log an intermediate value; inside a sweep trial the pruner may stop the run here (raises optuna.TrialPruned)."
+    log_history(step, **{name: value})
+    if os.environ.get("MLKIT_TRIAL_ID"):
+        from mlkit.trials import prune_check
+
+        prune_check(value, step, name)
+
+
+def read_history(run_dir: Path | str) -> list[dict]:
+    "The intermediate values a run logged, in order."
+    path = Path(run_dir) / "history.jsonl"
+    return (
+        [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
+    )
 
 
 def read_run_outputs(run_dir: Path | str) -> dict[str, Any]:
@@ -271,11 +363,12 @@ def read_run_outputs(run_dir: Path | str) -> dict[str, Any]:
         "data": _read_json(run_dir / "data.json"),
     }
 
-# %% ../nbs/05_tracking.ipynb #28b4181f
+# %% ../nbs/05_tracking.ipynb #d64d1b9f
 def log_to_wandb(
     record: RunRecord,  # the finished or failed run
     settings: Settings,  # where and how to track
     files: list[Path] = (),  # files to keep with the W&B run (the executed notebook)
+    history: list[dict] = (),  # intermediate values, each {'step': n, name: value}
 ) -> str | None:
     "Copy `record` into a W&B run; returns its offline folder or online path (None when disabled)."
     mode = settings.resolved_wandb_mode
@@ -290,15 +383,17 @@ def log_to_wandb(
         dir=str(settings.wandb_dir),
         id=record.id,
         name=record.id,
-        group=Path(record.notebook).stem,
-        job_type="notebook",
-        tags=[record.status],
+        group=record.study or Path(record.notebook).stem,
+        job_type="trial" if record.study else "notebook",
+        tags=[record.status] + ([f"trial-{record.trial}"] if record.trial is not None else []),
         config=record.parameters,
         notes=record.error,
         reinit="create_new",
         settings=wandb.Settings(silent=True, console="off", save_code=False, x_disable_stats=True),
     )
     try:
+        for row in history:
+            run.log({k: v for k, v in row.items() if k != "step"}, step=row["step"])
         run.summary.update(
             {
                 **record.metrics,

@@ -83,3 +83,14 @@ def server(exported, settings):
 
     with bentoml_server(exported.tag, settings, env={"MLKIT_MAX_RECORDS": "50"}) as url:
         yield url
+
+
+@pytest.fixture(scope="session")
+def postgres_url():
+    "A real PostgreSQL server on loopback (see tests/pg.py); skips, with the reason, where none can be installed."
+    from pg import pg_bin, postgres_server
+
+    if pg_bin() is None:
+        pytest.skip("PostgreSQL is not installed and .ci/postgres could not install it here")
+    with postgres_server() as url:
+        yield url

@@ -53,6 +53,15 @@ def test_bad_settings_name_the_key_and_value(tmp_path, ini, environ, message):
 def test_wandb_auto_mode_follows_the_api_key(tmp_path, monkeypatch):
     s = load_settings(tmp_path, environ={})
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.delenv("WANDB_MODE", raising=False)  # W&B's own variable, when set, decides 'auto'
     assert s.resolved_wandb_mode == "offline"
     monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
     assert s.resolved_wandb_mode == "online"
+
+
+def test_wandb_auto_mode_respects_wandb_mode(tmp_path, monkeypatch):
+    s = load_settings(tmp_path, environ={})
+    monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    assert s.resolved_wandb_mode == "disabled"
+    assert load_settings(tmp_path, environ={"MLKIT_WANDB_MODE": "offline"}).resolved_wandb_mode == "offline"

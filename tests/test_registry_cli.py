@@ -1,0 +1,47 @@
+"""The registry from the command line, on a model exported from a real run: list, promote (gated), audit,
+lineage, card, rollback; and the data-quality report."""
+
+import json
+import os
+import subprocess
+import sys
+
+from conftest import ROOT
+
+
+def mlkit(*args):
+    return subprocess.run(
+        [sys.executable, "-m", "mlkit.cli", *map(str, args)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, "COLUMNS": "200"},
+        timeout=300,
+    )
+
+
+def test_promote_audit_lineage_card_rollback(exported, runs, tmp_path):
+    listed = json.loads(mlkit("models", "--json").stdout)
+    assert exported.tag in json.dumps(listed)
+    alias = "cli-production"
+    done = mlkit("promote", exported.tag, "--alias", alias, "--reason", "first model")
+    assert done.returncode == 0, done.stderr
+    assert exported.tag in done.stdout
+    entries = json.loads(mlkit("audit", "--alias", alias, "--json").stdout)
+    assert (
+        len(entries) == 1 and entries[0]["to_tag"] == exported.tag and entries[0]["reason"] == "first model"
+    )
+    chain = json.loads(mlkit("lineage", exported.tag, "--json").stdout)
+    assert json.dumps(chain).count(runs["logreg"].id) + json.dumps(chain).count(runs["gbm"].id) >= 1
+    paths = mlkit("card", exported.tag, "--out-dir", tmp_path).stdout.split()
+    assert [p.rsplit(".", 1)[1] for p in paths] == ["md", "html"]
+    assert "95%" in (tmp_path / paths[0].rsplit("/", 1)[1]).read_text()
+    back = mlkit("rollback", "--alias", alias)
+    assert back.returncode == 1 and "error:" in back.stderr, "nothing earlier to roll back to"
+
+
+def test_quality_report_of_a_registered_dataset(tmp_path):
+    out = tmp_path / "q.html"
+    done = mlkit("quality", "breast_cancer", "--out", out)
+    assert done.returncode == 0, done.stderr
+    assert out.is_file() and "mean_radius" in out.read_text()
