@@ -9,7 +9,8 @@ __all__ = ['EXPORTERS', 'QUANTIZERS', 'LINEAGE_PACKAGES', 'register_exporter', '
            'check_parity', 'task_metric', 'latency_ms', 'quantize_variants', 'git_state', 'package_versions',
            'ExportResult', 'export_run']
 
-# %% ../nbs/09_export.ipynb #c6f2b719
+# %% ../nbs/09_export.ipynb #2611c5af
+import copy
 import dataclasses
 import importlib.metadata
 import json
@@ -29,7 +30,7 @@ from .inference import OnnxClassifier, make_classifier
 from .registry import save_model
 from .tracking import RunStore
 
-# %% ../nbs/09_export.ipynb #a2996cc1
+# %% ../nbs/09_export.ipynb #4612efb3
 EXPORTERS: dict[str, Callable[[Any, np.ndarray], bytes]] = {}
 
 
@@ -62,23 +63,75 @@ def _skl2onnx_int_missing_tracks() -> None:
     te.add_node = add_node
 
 
+def _register_boosting_converters() -> None:
+    "Teach skl2onnx LightGBM's and XGBoost's classifiers (onnxmltools' converters), when those are installed."
+    from skl2onnx import update_registered_converter
+    from skl2onnx.common.shape_calculator import calculate_linear_classifier_output_shapes
+
+    options = {"nocl": [True, False], "zipmap": [True, False, "columns"]}
+    try:
+        from lightgbm import LGBMClassifier
+        from onnxmltools.convert.lightgbm.operator_converters.LightGbm import convert_lightgbm
+
+        update_registered_converter(
+            LGBMClassifier,
+            "LightGbmLGBMClassifier",
+            calculate_linear_classifier_output_shapes,
+            convert_lightgbm,
+            options=options,
+        )
+    except ImportError:
+        pass
+    try:
+        from onnxmltools.convert.xgboost.operator_converters.XGBoost import convert_xgboost
+        from xgboost import XGBClassifier
+
+        update_registered_converter(
+            XGBClassifier,
+            "XGBoostXGBClassifier",
+            calculate_linear_classifier_output_shapes,
+            convert_xgboost,
+            options=options,
+        )
+    except ImportError:
+        pass
+
+
+def _xgboost_without_feature_names(model):
+    "onnxmltools reads XGBoost features as f0, f1, ...: convert a copy whose boosters forget the column names."
+    steps = [s for _, s in model.steps] if hasattr(model, "steps") else [model]
+    if not any(type(s).__name__ == "XGBClassifier" for s in steps):
+        return model
+    model = copy.deepcopy(model)
+    for step in [s for _, s in model.steps] if hasattr(model, "steps") else [model]:
+        if type(step).__name__ == "XGBClassifier":
+            step.get_booster().feature_names = None
+    return model
+
+
 @register_exporter("sklearn")
 def sklearn_to_onnx(model, X_sample: np.ndarray) -> bytes:
-    "Convert a fitted scikit-learn classifier or pipeline with skl2onnx."
+    "Convert a fitted scikit-learn classifier or pipeline (LightGBM and XGBoost steps included) with skl2onnx."
     from skl2onnx import to_onnx
 
     _skl2onnx_int_missing_tracks()
+    _register_boosting_converters()
+    model = _xgboost_without_feature_names(model)
 
     last = model.steps[-1][1] if hasattr(model, "steps") else model
     try:
+        # opsets onnxmltools' LightGBM and XGBoost converters support (and every onnxruntime here runs)
         onx = to_onnx(
-            model, np.asarray(X_sample[:1], dtype=np.float32), options={id(last): {"zipmap": False}}
+            model,
+            np.asarray(X_sample[:1], dtype=np.float32),
+            options={id(last): {"zipmap": False}},
+            target_opset={"": 17, "ai.onnx.ml": 3},
         )
     except Exception as err:
         raise ExportError(f"skl2onnx cannot convert {type(last).__name__}: {err}") from err
     return onx.SerializeToString()
 
-# %% ../nbs/09_export.ipynb #d3876131
+# %% ../nbs/09_export.ipynb #079fa496
 @register_exporter("text")
 @register_exporter("torch")
 def torch_to_onnx(model, X_sample: np.ndarray) -> bytes:
@@ -88,7 +141,7 @@ def torch_to_onnx(model, X_sample: np.ndarray) -> bytes:
     except Exception as err:
         raise ExportError(f"torch.onnx cannot export {type(model).__name__}: {err}") from err
 
-# %% ../nbs/09_export.ipynb #75679295
+# %% ../nbs/09_export.ipynb #e57750db
 @dataclasses.dataclass
 class ParityReport:
     "How closely an export reproduces its reference on held-out rows."
@@ -98,6 +151,9 @@ class ParityReport:
     label_agreement: float  # share of rows with the same label
     atol: float  # allowed max_abs_diff
     min_agreement: float  # required label_agreement
+    metric: str | None = None  # the task metric compared, when labels were given
+    reference_metric: float | None = None  # its value for the reference
+    onnx_metric: float | None = None  # and for the export
 
     @property
     def ok(self) -> bool:
@@ -110,6 +166,8 @@ def check_parity(
     X: pd.DataFrame,  # held-out rows, as the model sees them
     atol: float = 1e-4,  # largest allowed absolute probability difference
     min_agreement: float = 0.99,  # smallest allowed share of identical labels
+    y=None,  # the rows' true labels: also compare the task metric of both
+    metric: str = "accuracy",  # that task metric (see task_metric)
 ) -> ParityReport:
     "Compare `candidate` with `reference` on `X`; raise ExportError with the figures when beyond tolerance."
     if len(X) == 0:
@@ -119,6 +177,10 @@ def check_parity(
     diff = np.abs(probabilities - ref_p)
     agree = labels == ref_labels
     report = ParityReport(len(X), float(diff.max()), float(agree.mean()), atol, min_agreement)
+    if y is not None:
+        report.metric = metric
+        report.reference_metric = task_metric(metric, y, ref_labels, ref_p, candidate.classes)
+        report.onnx_metric = task_metric(metric, y, labels, probabilities, candidate.classes)
     if not report.ok:
         far = int((diff.max(axis=1) > atol).sum())
         raise ExportError(
@@ -128,7 +190,7 @@ def check_parity(
         )
     return report
 
-# %% ../nbs/09_export.ipynb #524dfd54
+# %% ../nbs/09_export.ipynb #7467db11
 def task_metric(name: str, y, labels, probabilities, classes) -> float:
     "The classification metric `name` of predictions against labels `y`."
     from sklearn import metrics
@@ -171,7 +233,7 @@ def latency_ms(
         out[str(size)] = round(float(np.median(times)) * 1000, 4)
     return out
 
-# %% ../nbs/09_export.ipynb #eda48b16
+# %% ../nbs/09_export.ipynb #63b0e620
 def _int8(onnx_bytes: bytes) -> bytes:
     import logging
 
@@ -181,7 +243,7 @@ def _int8(onnx_bytes: bytes) -> bytes:
     with tempfile.TemporaryDirectory() as d:
         src, dst = Path(d) / "in.onnx", Path(d) / "out.onnx"
         src.write_bytes(onnx_bytes)
-        quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8)
+        quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, per_channel=True)
         return dst.read_bytes()
 
 
@@ -249,7 +311,7 @@ def quantize_variants(
         }
     return kept, report
 
-# %% ../nbs/09_export.ipynb #e47af919
+# %% ../nbs/09_export.ipynb #811e91d9
 LINEAGE_PACKAGES = (
     "mlkit",
     "numpy",
@@ -291,7 +353,7 @@ def package_versions(names: tuple = LINEAGE_PACKAGES) -> dict[str, str]:
             pass
     return out
 
-# %% ../nbs/09_export.ipynb #a3bc8ea0
+# %% ../nbs/09_export.ipynb #d28513fc
 def _without_none(value: Any) -> Any:
     "BentoML metadata takes no None: drop None entries (an absent key reads the same to mlkit)."
     if isinstance(value, dict):
@@ -341,16 +403,16 @@ def export_run(
     onnx_bytes = EXPORTERS[info["flavor"]](model, X.to_numpy())
     extra = model.mlkit_files() if hasattr(model, "mlkit_files") else {}  # e.g. a text model's tokenizer
     candidate = make_classifier(onnx_bytes, info["features"], info["classes"], extra)
-    parity = check_parity(model, candidate, X, settings.parity_atol, settings.parity_min_agreement)
+    y, metric = holdout["__target__"].to_numpy(), record.primary_metric or "accuracy"
+    parity = check_parity(model, candidate, X, settings.parity_atol, settings.parity_min_agreement, y, metric)
     # latency with one onnxruntime thread against the native model, on the same rows
-    Xf, y = candidate.prepare(X), holdout["__target__"].to_numpy()
+    Xf = candidate.prepare(X)
     one_thread = make_classifier(onnx_bytes, info["features"], info["classes"], extra, threads=1)
     names = list(X.columns)
     latency = {
         "reference": latency_ms(lambda b: model.predict_proba(pd.DataFrame(b, columns=names)), Xf),
         "onnx": latency_ms(lambda b: one_thread.predict_proba(b), Xf),
     }
-    metric = record.primary_metric or "accuracy"
     labels, proba = one_thread.predict_proba(Xf)
     baseline = {
         "metric": task_metric(metric, y, labels, proba, info["classes"]),

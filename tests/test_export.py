@@ -63,3 +63,33 @@ def test_export_of_a_failed_run_is_refused(settings, store):
     failed = store.list(status="failed")[0]
     with pytest.raises(ExportError, match=f"Run {failed.id} is failed; only finished runs can be exported"):
         export_run(failed.id, settings=settings, store=store)
+
+
+def test_a_deliberately_broken_export_is_refused_with_its_numbers(runs, settings, store, monkeypatch):
+    "An exporter that halves the logistic regression's coefficients in the ONNX graph: parity must catch it."
+    import onnx
+
+    from mlkit import export
+
+    def broken(model, X):
+        graph = onnx.load_from_string(export.sklearn_to_onnx(model, X))
+        halved = 0
+        for node in graph.graph.node:
+            for attr in node.attribute:
+                if attr.name == "coefficients":
+                    attr.floats[:] = [v * 0.5 for v in attr.floats]
+                    halved += 1
+        assert halved, "the test needs a LinearClassifier node to break"
+        return graph.SerializeToString()
+
+    monkeypatch.setitem(export.EXPORTERS, "sklearn", broken)
+    before = [str(m.tag) for m in list_models(settings)]
+    with pytest.raises(ExportError, match=r"ONNX differs from the reference on \d+/143 rows \(max \|Δp\| "):
+        export_run(runs["logreg"].id, settings=settings, store=store)
+    assert [str(m.tag) for m in list_models(settings)] == before, "nothing stored"
+
+
+def test_parity_report_carries_the_task_metric_of_both(exported, settings):
+    parity = get_model(exported.tag, settings).info.metadata["parity"]
+    assert parity["metric"] == "roc_auc"
+    assert parity["onnx_metric"] == pytest.approx(parity["reference_metric"], abs=1e-6)
