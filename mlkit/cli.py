@@ -20,6 +20,13 @@ app = typer.Typer(
 )
 
 
+def _console():
+    "A rich console; 140 columns when not a terminal, so piped tables are not cropped at 80."
+    from rich.console import Console
+
+    return Console(width=None if sys.stdout.isatty() else 140)
+
+
 @app.command()
 def run(
     notebook: Annotated[Path, typer.Argument(help="experiment notebook to execute")],
@@ -79,22 +86,20 @@ def runs(
     if as_json:
         typer.echo(json.dumps([r.to_json() for r in records], indent=1))
         return
-    from rich.console import Console
 
-    Console().print(leaderboard(records, sort=sort))
+    _console().print(leaderboard(records, sort=sort))
 
 
 @app.command()
 def compare(run_ids: Annotated[list[str], typer.Argument(help="two or more run ids")]) -> None:
     "Parameters and metrics of RUN_IDS side by side, differences highlighted."
-    from rich.console import Console
 
     from mlkit.core import get_settings
     from mlkit.report import compare_table
     from mlkit.tracking import RunStore
 
     store = RunStore(get_settings().run_db)
-    Console().print(compare_table([store.get(r) for r in run_ids]))
+    _console().print(compare_table([store.get(r) for r in run_ids]))
 
 
 @app.command()
@@ -191,9 +196,8 @@ def models(
     if as_json:
         typer.echo(json.dumps([v.to_json() for v in versions], indent=1, default=str))
         return
-    from rich.console import Console
 
-    Console().print(versions_view(versions))
+    _console().print(versions_view(versions))
 
 
 @app.command()
@@ -232,9 +236,8 @@ def audit(
     if as_json:
         typer.echo(json.dumps([e.to_json() for e in entries], indent=1, default=str))
         return
-    from rich.console import Console
 
-    Console().print(audit_view(entries))
+    _console().print(audit_view(entries))
 
 
 @app.command()
@@ -249,9 +252,8 @@ def lineage(
     if as_json:
         typer.echo(json.dumps(chain.to_json(), indent=1, default=str))
         return
-    from rich.console import Console
 
-    Console().print(chain)
+    _console().print(chain)
 
 
 @app.command()

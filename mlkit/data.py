@@ -215,8 +215,22 @@ def _sql_text(table: str | None, query: str | None, quote: Callable[[str], str],
     return ".".join(quote(part) for part in table.split(".", 1))
 
 
+class _QuerySource(Source):
+    "A source whose `_run(chunksize)` yields the whole result (chunksize None) or its chunks."
+
+    def chunks(self, chunksize):
+        yield from self._run(chunksize)
+
+    def read(self):
+        run = self._run(None)
+        try:
+            return next(run)
+        finally:
+            run.close()
+
+
 @register_source
-class SqlSource(Source):
+class SqlSource(_QuerySource):
     "A table or query of a SQL database behind a SQLAlchemy URL (SQLite, PostgreSQL, ...); options table, query, params."
 
     kind = "sql"
@@ -298,19 +312,9 @@ class SqlSource(Source):
         finally:
             engine.dispose()
 
-    def chunks(self, chunksize):
-        yield from self._run(chunksize)
-
-    def read(self):
-        run = self._run(None)
-        try:
-            return next(run)
-        finally:
-            run.close()
-
 
 @register_source
-class DuckDBSource(Source):
+class DuckDBSource(_QuerySource):
     "A table or query of a DuckDB file ('duckdb:///path' or a .duckdb path); options table, query, params."
 
     kind = "duckdb"
@@ -374,16 +378,6 @@ class DuckDBSource(Source):
             raise ConfigError(f"Reading {self} failed: {_reason(err)}. Check the SQL.") from err
         finally:
             con.close()
-
-    def chunks(self, chunksize):
-        yield from self._run(chunksize)
-
-    def read(self):
-        run = self._run(None)
-        try:
-            return next(run)
-        finally:
-            run.close()
 
 # %% ../nbs/03_data.ipynb #c9c4959a
 def read_source(

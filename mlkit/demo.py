@@ -7,7 +7,7 @@ Docs: https://mlkit-dev.github.io/mlkit/demo.html.md"""
 # %% auto #0
 __all__ = ['DEMO_NOTEBOOK', 'DEMO_RUNS', 'ServerError', 'bentoml_server', 'post_json', 'run_demo']
 
-# %% ../nbs/10_demo.ipynb #37e2a5b3
+# %% ../nbs/10_demo.ipynb #ec1bcb11
 import contextlib
 import json
 import os
@@ -23,7 +23,7 @@ from typing import Any
 
 from .core import MlkitError, Settings, free_port, get_settings
 
-# %% ../nbs/10_demo.ipynb #1e75ca36
+# %% ../nbs/10_demo.ipynb #ee80be7b
 class ServerError(MlkitError, RuntimeError):
     "The model server did not start or answer."
 
@@ -110,7 +110,7 @@ def post_json(url: str, payload: Any, timeout: float = 30.0) -> tuple[int, Any]:
         except ValueError:
             return err.code, body.decode(errors="replace")
 
-# %% ../nbs/10_demo.ipynb #e1ddce68
+# %% ../nbs/10_demo.ipynb #1173f203
 DEMO_NOTEBOOK = "nbs/experiments/train_tabular.ipynb"
 DEMO_RUNS: list[dict[str, Any]] = [
     {"model": "logreg", "C": 1.0},
@@ -118,7 +118,7 @@ DEMO_RUNS: list[dict[str, Any]] = [
     {"model": "gbm", "n_estimators": 100, "max_depth": 2},
 ]
 
-# %% ../nbs/10_demo.ipynb #0406f52f
+# %% ../nbs/10_demo.ipynb #a933bfab
 def run_demo(
     settings: Settings | None = None,  # default: the project's settings
     console=None,  # a rich Console to print to
@@ -133,7 +133,7 @@ def run_demo(
     from mlkit.tracking import RunStore, best_run, leaderboard
 
     settings = settings or get_settings()
-    console = console or Console()
+    console = console or Console(width=None if sys.stdout.isatty() else 140)  # logs: no 80-column crop
     store = RunStore(settings.run_db)
     notebook = settings.root / DEMO_NOTEBOOK
 

@@ -1,13 +1,19 @@
-"""`mlkit demo`, the main job, end to end in a fresh state folder, as `make demo` runs it."""
+"""`mlkit demo`, the main job, end to end in a fresh state folder, as `make demo` runs it; then the lineage of
+the model it exported, read back in a fresh process."""
 
+import importlib.metadata
+import json
 import os
 import subprocess
 import sys
 
+import pytest
 from conftest import ROOT
 
+from mlkit.tracking import RunStore
 
-def demo(tmp_path, **extra) -> subprocess.CompletedProcess:
+
+def demo_env(tmp_path, **extra) -> dict:
     env = {
         **os.environ,
         "MLKIT_ROOT": str(ROOT),
@@ -23,6 +29,10 @@ def demo(tmp_path, **extra) -> subprocess.CompletedProcess:
     }
     env.pop("WANDB_API_KEY", None)
     env.pop("BENTOML_HOME", None)
+    return env
+
+
+def demo(env) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "mlkit.cli", "demo"],
         capture_output=True,
@@ -33,8 +43,16 @@ def demo(tmp_path, **extra) -> subprocess.CompletedProcess:
     )
 
 
-def test_demo_runs_end_to_end(tmp_path):
-    done = demo(tmp_path)
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+    "One `mlkit demo` in a state folder of its own: (state folder, environment, completed process)."
+    state = tmp_path_factory.mktemp("demo")
+    env = demo_env(state)
+    return state, env, demo(env)
+
+
+def test_demo_runs_end_to_end(demo_run):
+    tmp_path, _, done = demo_run
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     out = done.stdout
     assert "breast_cancer: 569 rows, 30 features, contract passed" in out
@@ -51,8 +69,36 @@ def test_demo_runs_end_to_end(tmp_path):
     assert (tmp_path / "bentoml" / "models" / "train_tabular").is_dir()
 
 
+def test_lineage_is_complete_for_the_model_the_demo_made(demo_run):
+    "The lineage of the demo's model, read in a fresh process, matches its run record, git and packages."
+    tmp_path, env, done = demo_run
+    assert done.returncode == 0
+    show = "import json; from mlkit.lineage import lineage; from mlkit.registry import list_models; "
+    show += "print(json.dumps(lineage(str(list_models()[0].tag)).to_json()))"
+    out = subprocess.run(
+        [sys.executable, "-c", show], env=env, cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    chain = json.loads(out.stdout.splitlines()[-1])
+    assert (chain["complete"], chain["missing"]) == (True, [])
+    store = RunStore(f"sqlite:///{tmp_path}/runs.db")
+    run = store.get(chain["run"]["id"])
+    store.engine.dispose()
+    assert run.status == chain["run"]["status"] == "finished"
+    nb = chain["notebook"]
+    assert (nb["path"], nb["hash"], nb["executed"]) == (run.notebook, run.notebook_hash, run.output_path)
+    assert nb["executed_exists"] and nb["matches"] is True
+    assert chain["parameters"] == run.parameters
+    assert chain["data"]["breast_cancer"]["fingerprint"] == run.data["breast_cancer"]["fingerprint"]
+    head = subprocess.run(
+        ["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True
+    ).stdout.strip()
+    assert chain["git"]["commit"] == head and isinstance(chain["git"]["dirty"], bool)
+    assert chain["packages"]["scikit-learn"] == importlib.metadata.version("scikit-learn")
+
+
 def test_demo_fails_loudly_when_a_step_fails(tmp_path):
-    done = demo(tmp_path, MLKIT_PARITY_ATOL="0")
+    done = demo(demo_env(tmp_path, MLKIT_PARITY_ATOL="0"))
     assert done.returncode == 1
     assert "error: ONNX differs from the reference" in done.stderr and "The export is refused." in done.stderr
     assert not (tmp_path / "bentoml" / "models" / "train_tabular").exists()

@@ -4,12 +4,9 @@ database, a fresh SQLite file and a real PostgreSQL server."""
 import dataclasses
 import getpass
 import importlib.metadata
-import json
 import multiprocessing
-import os
 import re
 import subprocess
-import sys
 import threading
 import uuid
 from pathlib import Path
@@ -34,7 +31,6 @@ from mlkit.promotion import (
 )
 from mlkit.registry import get_model, save_model
 from mlkit.runner import notebook_hash
-from mlkit.tracking import RunStore
 
 FP = "sha256:" + "a" * 64
 
@@ -488,50 +484,3 @@ def test_lineage_says_what_was_not_recorded_and_notices_a_changed_notebook(setti
         f"input notebook CHANGED since the run: its hash is now {notebook_hash(nb_path)}" in changed.to_text()
     )
     assert "commit abc (dirty: uncommitted changes)" in changed.to_text()
-
-
-def test_lineage_is_complete_for_a_model_made_by_mlkit_demo(tmp_path):
-    "`mlkit demo` in a state folder of its own, then the lineage of the model it exported (in a fresh process too)."
-    env = {
-        **os.environ,
-        "MLKIT_ROOT": str(ROOT),
-        "MLKIT_RUN_DB": f"sqlite:///{tmp_path}/runs.db",
-        "MLKIT_RUNS_DIR": str(tmp_path / "runs"),
-        "MLKIT_MODEL_STORE": str(tmp_path / "bentoml"),
-        "MLKIT_WANDB_DIR": str(tmp_path),
-        "MLKIT_WANDB_MODE": "offline",
-        "WANDB_MODE": "offline",
-        "MLKIT_MODEL": "",
-    }
-    env.pop("BENTOML_HOME", None)
-    done = subprocess.run(
-        [sys.executable, "-m", "mlkit.cli", "demo"],
-        env=env,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
-    show = "import json; from mlkit.lineage import lineage; from mlkit.registry import list_models; "
-    show += "print(json.dumps(lineage(str(list_models()[0].tag)).to_json()))"
-    out = subprocess.run(
-        [sys.executable, "-c", show], env=env, cwd=ROOT, capture_output=True, text=True, timeout=120
-    )
-    assert out.returncode == 0, out.stderr[-2000:]
-    chain = json.loads(out.stdout.splitlines()[-1])
-    assert (chain["complete"], chain["missing"]) == (True, [])
-    store = RunStore(f"sqlite:///{tmp_path}/runs.db")
-    run = store.get(chain["run"]["id"])
-    store.engine.dispose()
-    assert run.status == chain["run"]["status"] == "finished"
-    nb = chain["notebook"]
-    assert (nb["path"], nb["hash"], nb["executed"]) == (run.notebook, run.notebook_hash, run.output_path)
-    assert nb["executed_exists"] and nb["matches"] is True
-    assert chain["parameters"] == run.parameters
-    assert chain["data"]["breast_cancer"]["fingerprint"] == run.data["breast_cancer"]["fingerprint"]
-    head = subprocess.run(
-        ["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True
-    ).stdout.strip()
-    assert chain["git"]["commit"] == head and isinstance(chain["git"]["dirty"], bool)
-    assert chain["packages"]["scikit-learn"] == importlib.metadata.version("scikit-learn")
