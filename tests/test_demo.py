@@ -55,13 +55,14 @@ def test_demo_runs_end_to_end(demo_run):
     tmp_path, _, done = demo_run
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     out = done.stdout
-    assert "breast_cancer: 569 rows, 30 features, contract passed" in out
+    assert "label rows joined point-in-time to 6 features from a DuckDB feature store, contract passed" in out
     assert out.count("roc_auc=") >= 3
     assert "label agreement 100.0%" in out
     for i in (1, 2, 3):
         assert f"request {i}: true label" in out
     assert (
-        "a record with mean_radius='large' gets 400" in out and '"loc": ["records", 0, "mean_radius"]' in out
+        "a record with age=150 gets 400" in out
+        and '"loc": ["records", 0, "age"]' in out  # the contract's rule
     )
     assert "Demo runs: train_tabular" in out
     runs = sorted(os.listdir(tmp_path / "runs"))
@@ -89,7 +90,8 @@ def test_lineage_is_complete_for_the_model_the_demo_made(demo_run):
     assert (nb["path"], nb["hash"], nb["executed"]) == (run.notebook, run.notebook_hash, run.output_path)
     assert nb["executed_exists"] and nb["matches"] is True
     assert chain["parameters"] == run.parameters
-    assert chain["data"]["breast_cancer"]["fingerprint"] == run.data["breast_cancer"]["fingerprint"]
+    assert chain["data"]["churn"]["fingerprint"] == run.data["churn"]["fingerprint"]
+    assert chain["parameters"]["time_column"] == "timestamp"
     head = subprocess.run(
         ["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True
     ).stdout.strip()
