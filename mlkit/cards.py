@@ -458,6 +458,15 @@ def _limitations(meta: dict, holdout: pd.DataFrame | None, cis: list[MetricCI], 
         f"Trained and evaluated on one data set: {data or 'not recorded'}; how it behaves on data from other "
         "sources or periods is unknown."
     ]
+    guards = (meta.get("metrics") or {}).get("guard_findings")
+    if guards is not None:
+        out.append(
+            f"The leakage guards (train/test duplicates, single-feature leaks, time order) raised {int(guards)} "
+            "finding(s) on its split; see the run's executed notebook."
+            if guards
+            else "The leakage guards (train/test duplicates, single-feature leaks, time order) found nothing on "
+            "its split."
+        )
     if holdout is not None and cis:
         acc = cis[0]
         out.append(

@@ -35,7 +35,12 @@ def test_promote_audit_lineage_card_rollback(exported, runs, tmp_path):
     assert json.dumps(chain).count(runs["logreg"].id) + json.dumps(chain).count(runs["gbm"].id) >= 1
     paths = mlkit("card", exported.tag, "--out-dir", tmp_path).stdout.split()
     assert [p.rsplit(".", 1)[1] for p in paths] == ["md", "html"]
-    assert "95%" in (tmp_path / paths[0].rsplit("/", 1)[1]).read_text()
+    card_md = (tmp_path / paths[0].rsplit("/", 1)[1]).read_text()
+    assert "95%" in card_md
+    assert (
+        "The leakage guards (train/test duplicates, single-feature leaks, time order) found nothing"
+        in card_md
+    )
     back = mlkit("rollback", "--alias", alias)
     assert back.returncode == 1 and "error:" in back.stderr, "nothing earlier to roll back to"
 
