@@ -9,7 +9,7 @@ __all__ = ['EXPORTERS', 'QUANTIZERS', 'LINEAGE_PACKAGES', 'register_exporter', '
            'check_parity', 'task_metric', 'latency_ms', 'quantize_variants', 'git_state', 'package_versions',
            'ExportResult', 'export_run']
 
-# %% ../nbs/09_export.ipynb #2611c5af
+# %% ../nbs/09_export.ipynb #a8d3cbc2
 import copy
 import dataclasses
 import importlib.metadata
@@ -30,7 +30,7 @@ from .inference import OnnxClassifier, make_classifier
 from .registry import save_model
 from .tracking import RunStore
 
-# %% ../nbs/09_export.ipynb #4612efb3
+# %% ../nbs/09_export.ipynb #5fe88c02
 EXPORTERS: dict[str, Callable[[Any, np.ndarray], bytes]] = {}
 
 
@@ -131,7 +131,7 @@ def sklearn_to_onnx(model, X_sample: np.ndarray) -> bytes:
         raise ExportError(f"skl2onnx cannot convert {type(last).__name__}: {err}") from err
     return onx.SerializeToString()
 
-# %% ../nbs/09_export.ipynb #079fa496
+# %% ../nbs/09_export.ipynb #ec3fd443
 @register_exporter("text")
 @register_exporter("torch")
 def torch_to_onnx(model, X_sample: np.ndarray) -> bytes:
@@ -141,7 +141,7 @@ def torch_to_onnx(model, X_sample: np.ndarray) -> bytes:
     except Exception as err:
         raise ExportError(f"torch.onnx cannot export {type(model).__name__}: {err}") from err
 
-# %% ../nbs/09_export.ipynb #e57750db
+# %% ../nbs/09_export.ipynb #84726659
 @dataclasses.dataclass
 class ParityReport:
     "How closely an export reproduces its reference on held-out rows."
@@ -190,7 +190,7 @@ def check_parity(
         )
     return report
 
-# %% ../nbs/09_export.ipynb #7467db11
+# %% ../nbs/09_export.ipynb #baa3384d
 def task_metric(name: str, y, labels, probabilities, classes) -> float:
     "The classification metric `name` of predictions against labels `y`."
     from sklearn import metrics
@@ -233,7 +233,7 @@ def latency_ms(
         out[str(size)] = round(float(np.median(times)) * 1000, 4)
     return out
 
-# %% ../nbs/09_export.ipynb #63b0e620
+# %% ../nbs/09_export.ipynb #96c1abee
 def _int8(onnx_bytes: bytes) -> bytes:
     import logging
 
@@ -311,7 +311,7 @@ def quantize_variants(
         }
     return kept, report
 
-# %% ../nbs/09_export.ipynb #811e91d9
+# %% ../nbs/09_export.ipynb #30ca04b6
 LINEAGE_PACKAGES = (
     "mlkit",
     "numpy",
@@ -353,7 +353,7 @@ def package_versions(names: tuple = LINEAGE_PACKAGES) -> dict[str, str]:
             pass
     return out
 
-# %% ../nbs/09_export.ipynb #d28513fc
+# %% ../nbs/09_export.ipynb #61de9228
 def _without_none(value: Any) -> Any:
     "BentoML metadata takes no None: drop None entries (an absent key reads the same to mlkit)."
     if isinstance(value, dict):
@@ -402,23 +402,16 @@ def export_run(
     X = holdout[[f["name"] for f in info["features"]]]
     onnx_bytes = EXPORTERS[info["flavor"]](model, X.to_numpy())
     extra = model.mlkit_files() if hasattr(model, "mlkit_files") else {}  # e.g. a text model's tokenizer
-    candidate = make_classifier(onnx_bytes, info["features"], info["classes"], extra)
+    # one onnxruntime thread: the session that is checked is the one whose latency is measured
+    candidate = make_classifier(onnx_bytes, info["features"], info["classes"], extra, threads=1)
     y, metric = holdout["__target__"].to_numpy(), record.primary_metric or "accuracy"
     parity = check_parity(model, candidate, X, settings.parity_atol, settings.parity_min_agreement, y, metric)
-    # latency with one onnxruntime thread against the native model, on the same rows
-    Xf = candidate.prepare(X)
-    one_thread = make_classifier(onnx_bytes, info["features"], info["classes"], extra, threads=1)
-    names = list(X.columns)
+    Xf, names = candidate.prepare(X), list(X.columns)
     latency = {
         "reference": latency_ms(lambda b: model.predict_proba(pd.DataFrame(b, columns=names)), Xf),
-        "onnx": latency_ms(lambda b: one_thread.predict_proba(b), Xf),
+        "onnx": latency_ms(lambda b: candidate.predict_proba(b), Xf),
     }
-    labels, proba = one_thread.predict_proba(Xf)
-    baseline = {
-        "metric": task_metric(metric, y, labels, proba, info["classes"]),
-        "size_bytes": len(onnx_bytes),
-        "latency_ms": latency["onnx"],
-    }
+    baseline = {"metric": parity.onnx_metric, "size_bytes": len(onnx_bytes), "latency_ms": latency["onnx"]}
     kept, quantization = quantize_variants(
         onnx_bytes,
         list(quantize),

@@ -7,7 +7,7 @@ Docs: https://mlkit-dev.github.io/mlkit/inference.html.md"""
 # %% auto #0
 __all__ = ['record_model', 'OnnxClassifier', 'OnnxTextClassifier', 'make_classifier']
 
-# %% ../nbs/07_inference.ipynb #a676b2a7
+# %% ../nbs/07_inference.ipynb #51a7ca08
 import operator
 from collections.abc import Sequence
 from pathlib import Path
@@ -20,7 +20,7 @@ from pydantic import ConfigDict, Field
 
 from .core import ExportError
 
-# %% ../nbs/07_inference.ipynb #0cdadddf
+# %% ../nbs/07_inference.ipynb #59af06b2
 _FIELD_TYPES = {
     "float": Annotated[float, Field(strict=True, allow_inf_nan=False)],
     "int": Annotated[int, Field(strict=True)],
@@ -54,7 +54,7 @@ def record_model(
     fields = {f["name"]: (_field_type(f), ...) for f in features}
     return pydantic.create_model(name, __config__=ConfigDict(extra="forbid"), **fields)
 
-# %% ../nbs/07_inference.ipynb #0c864a1d
+# %% ../nbs/07_inference.ipynb #5f7badc8
 class OnnxClassifier:
     "A classifier exported to ONNX (one float input `X`, outputs label and probabilities), run by onnxruntime."
 
@@ -77,6 +77,10 @@ class OnnxClassifier:
         self.names = [f["name"] for f in self.features]
         self.classes = list(classes)
         self.input_name = self.session.get_inputs()[0].name
+        self._check_features()
+
+    def _check_features(self) -> None:
+        "The features this kind of model can take: one float tensor of numbers."
         kinds = {f["dtype"] for f in self.features}
         if not kinds <= {"float", "int", "bool"}:
             raise ExportError(f"OnnxClassifier takes numeric features only; this model has {sorted(kinds)}.")
@@ -109,7 +113,7 @@ class OnnxClassifier:
             "classes": self.classes,
         }
 
-# %% ../nbs/07_inference.ipynb #b5a5b0f4
+# %% ../nbs/07_inference.ipynb #46e7f38b
 class OnnxTextClassifier(OnnxClassifier):
     "A text classifier exported to ONNX (inputs input_ids, attention_mask), with its tokenizer."
 
@@ -123,12 +127,13 @@ class OnnxTextClassifier(OnnxClassifier):
     ):
         from tokenizers import Tokenizer
 
-        if len(features) != 1 or features[0]["dtype"] != "str":
-            raise ExportError(f"OnnxTextClassifier takes exactly one str feature. Got {list(features)}.")
-        super().__init__(model, [{**features[0], "dtype": "float"}], classes, threads)
-        self.features, self.names = list(features), [features[0]["name"]]
+        super().__init__(model, features, classes, threads)
         text = tokenizer.decode() if isinstance(tokenizer, bytes) else Path(tokenizer).read_text()
         self.tokenizer = Tokenizer.from_str(text)
+
+    def _check_features(self) -> None:
+        if len(self.features) != 1 or self.features[0]["dtype"] != "str":
+            raise ExportError(f"OnnxTextClassifier takes exactly one str feature. Got {self.features}.")
 
     def prepare(self, X) -> np.ndarray:
         "The texts of a one-column DataFrame (or any sequence of texts), as an object array."

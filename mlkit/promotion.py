@@ -388,17 +388,14 @@ def promote(
     force: bool = False,  # skip the gate; the entry is marked forced and keeps the failed checks
     who: str | None = None,  # who promotes; default: the OS user
     settings: Settings | None = None,
-    margin: float | None = None,  # required gain of the primary metric; None: setting promote_margin, else 0
-    latency_budget_ms: float | None = None,  # largest batch-1 ms; None: setting latency_budget_ms, else 50
+    margin: float | None = None,  # required gain of the primary metric; None: setting promote_margin
+    latency_budget_ms: float | None = None,  # largest batch-1 ms; None: setting latency_budget_ms
 ) -> AliasChange:
     "Point `alias` at model `tag` if it passes the gate against the current holder (or `force`); audited."
     settings = settings or get_settings()
     alias = _check_alias(alias)
-    margin = margin if margin is not None else getattr(settings, "promote_margin", DEFAULT_MARGIN)
-    budget = (
-        latency_budget_ms if latency_budget_ms is not None else getattr(settings, "latency_budget_ms", None)
-    )
-    budget = DEFAULT_LATENCY_BUDGET_MS if budget is None else budget
+    margin = settings.promote_margin if margin is None else margin
+    budget = settings.latency_budget_ms if latency_budget_ms is None else latency_budget_ms
     who = who or _os_user()
     candidate = get_model(tag, settings)
     new_tag, meta = str(candidate.tag), dict(candidate.info.metadata)
