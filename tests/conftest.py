@@ -10,23 +10,30 @@ ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK = ROOT / "nbs" / "experiments" / "train_tabular.ipynb"
 
 
-@pytest.fixture(scope="session")
-def state_dir(tmp_path_factory) -> Path:
-    "Point every piece of mlkit state at a temp folder, W&B offline, for the whole session."
-    state = tmp_path_factory.mktemp("mlkit-state")
-    env = {
+def isolated_env(folder: Path, **extra: str) -> dict[str, str]:
+    "MLKIT_* and W&B variables that put every piece of mlkit state under `folder`, W&B offline, off the network."
+    return {
         "MLKIT_ROOT": str(ROOT),
-        "MLKIT_RUN_DB": f"sqlite:///{state}/runs.db",
-        "MLKIT_RUNS_DIR": str(state / "runs"),
-        "MLKIT_MODEL_STORE": str(state / "bentoml"),
-        "MLKIT_WANDB_DIR": str(state),
+        "MLKIT_RUN_DB": f"sqlite:///{folder}/runs.db",
+        "MLKIT_RUNS_DIR": str(folder / "runs"),
+        "MLKIT_MODEL_STORE": str(folder / "bentoml"),
+        "MLKIT_SWEEP_STORAGE": str(folder / "optuna.journal"),
+        "MLKIT_WANDB_DIR": str(folder),
         "MLKIT_WANDB_MODE": "offline",
+        "MLKIT_MODEL": "",
         "WANDB_MODE": "offline",  # belt and braces: W&B never tries the network in tests,
         "WANDB_BASE_URL": "http://127.0.0.1:9",  # and if it did, it would knock on a closed loopback port
         "WANDB_SILENT": "true",
         "BENTOML_DO_NOT_TRACK": "true",
-        "MLKIT_MODEL": "",
+        **extra,
     }
+
+
+@pytest.fixture(scope="session")
+def state_dir(tmp_path_factory) -> Path:
+    "Point every piece of mlkit state at a temp folder, W&B offline, for the whole session."
+    state = tmp_path_factory.mktemp("mlkit-state")
+    env = isolated_env(state)
     saved = {k: os.environ.get(k) for k in [*env, "WANDB_API_KEY", "BENTOML_HOME"]}
     os.environ.update(env)
     os.environ.pop("WANDB_API_KEY", None)

@@ -8,25 +8,13 @@ import subprocess
 import sys
 
 import pytest
-from conftest import ROOT
+from conftest import ROOT, isolated_env
 
 from mlkit.tracking import RunStore
 
 
 def demo_env(tmp_path, **extra) -> dict:
-    env = {
-        **os.environ,
-        "MLKIT_ROOT": str(ROOT),
-        "MLKIT_RUN_DB": f"sqlite:///{tmp_path}/runs.db",
-        "MLKIT_RUNS_DIR": str(tmp_path / "runs"),
-        "MLKIT_MODEL_STORE": str(tmp_path / "bentoml"),
-        "MLKIT_WANDB_DIR": str(tmp_path),
-        "MLKIT_WANDB_MODE": "offline",
-        "WANDB_MODE": "offline",
-        "MLKIT_MODEL": "",
-        "COLUMNS": "200",
-        **extra,
-    }
+    env = {**os.environ, **isolated_env(tmp_path, COLUMNS="200", **extra)}
     env.pop("WANDB_API_KEY", None)
     env.pop("BENTOML_HOME", None)
     return env

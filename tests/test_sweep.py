@@ -12,7 +12,7 @@ from pathlib import Path
 import nbformat
 import optuna
 import pytest
-from conftest import NOTEBOOK, ROOT
+from conftest import NOTEBOOK, ROOT, isolated_env
 
 from mlkit.core import ConfigError, load_settings
 from mlkit.sweep import SweepError, sweep
@@ -51,17 +51,7 @@ def quick(tmp_path_factory) -> Path:
 @pytest.fixture
 def state(tmp_path):
     "Settings and environment of a fresh, isolated project state (W&B off unless a test turns it on)."
-    env = {
-        "MLKIT_ROOT": str(ROOT),
-        "MLKIT_RUN_DB": f"sqlite:///{tmp_path}/runs.db",
-        "MLKIT_RUNS_DIR": str(tmp_path / "runs"),
-        "MLKIT_WANDB_DIR": str(tmp_path),
-        "MLKIT_WANDB_MODE": "disabled",
-        "MLKIT_SWEEP_STORAGE": str(tmp_path / "optuna.journal"),
-        "MLKIT_SWEEP_HEARTBEAT_S": "1",
-        "WANDB_MODE": "offline",
-        "WANDB_BASE_URL": "http://127.0.0.1:9",
-    }
+    env = isolated_env(tmp_path, MLKIT_WANDB_MODE="disabled", MLKIT_SWEEP_HEARTBEAT_S="1")
     return load_settings(ROOT, environ=env), {**os.environ, **env}
 
 
