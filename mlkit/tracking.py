@@ -12,6 +12,7 @@ __all__ = ['runs_table', 'STATUSES', 'RUN_DIR_ENV', 'RunRecord', 'RunStore', 'be
 # %% ../nbs/05_tracking.ipynb #a47b1d8a
 import dataclasses
 import datetime as dt
+import io
 import json
 import os
 import shutil
@@ -220,27 +221,33 @@ def leaderboard(
 RUN_DIR_ENV = "MLKIT_RUN_DIR"
 
 
-_SCRATCH_FILES = (
-    "metrics.json",
-    "data.json",
-    "history.jsonl",
-    "model.json",
-    "model.joblib",
-    "holdout.parquet",
-)
-_scratch_cleared: set[Path] = set()
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: alive
+        pass
+    return True
+
+
+_scratch: Path | None = None
 
 
 def current_run_dir() -> Path:
-    "Where the notebook's run keeps its artifacts: `MLKIT_RUN_DIR`, else `<root>/.mlkit/scratch`."
+    "Where the notebook's run keeps its artifacts: `MLKIT_RUN_DIR`, else `<root>/.mlkit/scratch/<pid>`."
+    global _scratch
     if os.environ.get(RUN_DIR_ENV):
         path = Path(os.environ[RUN_DIR_ENV])
-    else:  # scratch: cleared on first use in a process, so a hand run never mixes with an earlier one
-        path = find_root() / ".mlkit" / "scratch"
-        if path not in _scratch_cleared:
-            for name in _SCRATCH_FILES:
-                (path / name).unlink(missing_ok=True)
-            _scratch_cleared.add(path)
+    elif _scratch is not None and _scratch.parent.parent.parent == find_root():
+        path = _scratch
+    else:  # one fresh folder per kernel, so hand runs and parallel `nbdev-test` workers never mix their files
+        base = find_root() / ".mlkit" / "scratch"
+        for old in base.glob("*") if base.is_dir() else ():
+            if old.is_dir() and old.name.isdigit() and not _alive(int(old.name)):
+                shutil.rmtree(old, ignore_errors=True)  # left by a kernel that has gone
+        path = _scratch = base / str(os.getpid())
+        shutil.rmtree(path, ignore_errors=True)  # a recycled pid's leftovers
     path.mkdir(parents=True, exist_ok=True)
     return path
 
@@ -304,12 +311,12 @@ def log_model(
     run_dir = current_run_dir()
     features = feature_spec(schema)
     holdout = pd.DataFrame(X_holdout)[[f["name"] for f in features]].assign(**{"__target__": list(y_holdout)})
-    tmp = run_dir / ".holdout.parquet.tmp"
-    holdout.to_parquet(tmp, index=False)
-    os.replace(tmp, run_dir / "holdout.parquet")
-    tmp = run_dir / ".model.joblib.tmp"
-    joblib.dump(model, tmp)
-    os.replace(tmp, run_dir / "model.joblib")
+    buf = io.BytesIO()
+    holdout.to_parquet(buf, index=False)
+    atomic_write(run_dir / "holdout.parquet", buf.getvalue())
+    buf = io.BytesIO()
+    joblib.dump(model, buf)
+    atomic_write(run_dir / "model.joblib", buf.getvalue())
     classes = [c.item() if hasattr(c, "item") else c for c in getattr(model, "classes_", [])]
     flavor = getattr(model, "mlkit_flavor", "sklearn")  # which exporter mlkit.export uses
     atomic_write(
