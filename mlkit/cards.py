@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from .core import Settings, atomic_write, get_settings
+from .display import Displayable, Raw, card_html
 from .inference import OnnxClassifier
 from .lineage import lineage
 from .promotion import aliases
@@ -90,8 +91,8 @@ def bootstrap_metrics(
 Block = tuple  # ("p", text) | ("list", [text]) | ("table", header, rows) | ("figure", html, caption)
 
 
-@dataclasses.dataclass
-class ModelCard:
+@dataclasses.dataclass(repr=False)
+class ModelCard(Displayable):
     "A model version's card: titled sections of blocks, rendered to Markdown or self-contained HTML."
 
     tag: str  # the model version
@@ -120,6 +121,24 @@ class ModelCard:
             + "\n".join(body)
             + "\n</body></html>\n"
         )
+
+    def _html(self) -> Raw:
+        "The card in a notebook: every section but the figures (their numbers are in the tables), no plotly.js."
+        body = []
+        for heading, blocks in self.sections:
+            shown = [_html_block(b) for b in blocks if b[0] != "figure"]
+            body.append(f"<h4>{html.escape(heading)}</h4>" + "".join(shown))
+        return card_html(
+            f"Model card: {self.tag}", Raw("".join(body)), subtitle=_generated_note(self.generated_at)
+        )
+
+    def _text(self) -> str:
+        return self.markdown()
+
+    def __rich__(self):
+        from rich.markdown import Markdown
+
+        return Markdown(self.markdown())
 
 
 _CSS = (

@@ -186,6 +186,8 @@ def churn_contracts() -> dict[str, pa.DataFrameSchema]:
 CHURN_FEATURES = [
     "profile:age",
     "profile:monthly_fee",
+    "profile:plan",
+    "profile:region",
     "activity:tx_count_30d",
     "activity:spend_30d",
     "activity:days_since_last_tx",
@@ -204,11 +206,14 @@ def churn_training_set(
             store.write(view, rows)
         frame = store.get_training_frame(data.labels.drop(columns="refund_issued"), CHURN_FEATURES)
     names = [f.split(":")[1] for f in CHURN_FEATURES]
-    frame[names] = frame[names].astype("float64")
+    numeric = [n for n in names if n not in ("plan", "region")]
+    frame[numeric] = frame[numeric].astype("float64")
     schema = tabular_schema(
         {
             "age": Feature("float", min=18, max=100, max_missing=0.2),
             "monthly_fee": Feature("float", min=0, nullable=False),
+            "plan": Feature("str", allowed=list(PLANS), nullable=False),
+            "region": Feature("str", allowed=REGIONS, max_missing=0.1),
             "tx_count_30d": Feature("float", min=0, max_missing=0.2),
             "spend_30d": Feature("float", min=0, max_missing=0.2),
             "days_since_last_tx": Feature("float", min=0, max_missing=0.3),

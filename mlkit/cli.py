@@ -27,6 +27,13 @@ def _console():
     return Console(width=None if sys.stdout.isatty() else 140)
 
 
+def _console_err():
+    "The console progress bars draw on: stderr, so stdout keeps only the result."
+    from rich.console import Console
+
+    return Console(stderr=True)
+
+
 @app.command()
 def run(
     notebook: Annotated[Path, typer.Argument(help="experiment notebook to execute")],
@@ -170,8 +177,11 @@ def export(
 ) -> None:
     "Export RUN_ID's model to ONNX with a parity check into the model store; prints the model tag."
     from mlkit.export import export_run
+    from mlkit.progress import StepProgress
 
-    result = export_run(run_id, quantize=quantize or [])
+    steps = ["convert", "parity", "latency", *(["quantize"] if quantize else []), "save"]
+    with StepProgress(f"export {run_id}", steps, console=_console_err()) as progress:
+        result = export_run(run_id, quantize=quantize or [], on_step=progress.step)
     p = result.parity
     typer.echo(
         f"parity on {p.n_rows} holdout rows: max |dp| {p.max_abs_diff:.2e}, label agreement {p.label_agreement:.2%}",
@@ -182,6 +192,78 @@ def export(
     for kind, q in result.quantization.items():
         typer.echo(f"{kind}: {'kept' if q['kept'] else 'discarded'}: {q['reason']}", err=True)
     typer.echo(result.tag)
+
+
+@app.command()
+def build(
+    model: Annotated[
+        str | None, typer.Option(help="alias, tag or model name; default: the 'model' setting")
+    ] = None,
+) -> None:
+    "Build the bento of MODEL (service, model, lineage labels, container settings); prints its tag."
+    from mlkit.retrain import build_bento
+
+    tag, path = build_bento(model)
+    typer.echo(f"built from {path}; containerize with: bentoml containerize {tag}", err=True)
+    typer.echo(tag)
+
+
+@app.command()
+def drift(
+    model: Annotated[
+        str | None, typer.Option(help="alias, tag or model name; default: the 'model' setting")
+    ] = None,
+    since: Annotated[
+        str | None, typer.Option(help="only rows logged since (ISO time); default: the last window")
+    ] = None,
+    out_dir: Annotated[
+        Path | None, typer.Option(help="where the HTML report goes; default: reports/drift")
+    ] = None,
+) -> None:
+    "Test the served inputs of MODEL for drift against its reference; write an HTML report."
+    from mlkit.retrain import drift_check
+
+    report, path = drift_check(model, since=since, out_dir=out_dir)
+    typer.echo(repr(report), err=True)
+    typer.echo(f"{report.decision}: {', '.join(report.drifted) or 'no feature flagged'}; report: {path}")
+
+
+@app.command()
+def feedback(
+    file: Annotated[
+        Path, typer.Argument(help="CSV or Parquet with columns id (as /predict returned it) and label")
+    ],
+    model: Annotated[
+        str | None, typer.Option(help="alias, tag or model name; default: the 'model' setting")
+    ] = None,
+) -> None:
+    "Live metric of MODEL on late labels, against its training metric."
+    from mlkit.retrain import feedback as run_feedback
+
+    out = run_feedback(file, model)
+    change = (
+        "" if out["change"] is None else f" (training {out['training']:.4f}, change {out['change']:+.4f})"
+    )
+    typer.echo(
+        f"{out['model']}: live {out['metric']} {out['live']:.4f} on {out['labelled']} labelled predictions{change}; "
+        f"{out['unmatched']} ids matched no logged prediction"
+    )
+
+
+@app.command()
+def retrain(
+    alias: Annotated[
+        str, typer.Option("--alias", help="the alias whose model to retrain and move")
+    ] = "production",
+    if_drift: Annotated[bool, typer.Option("--if-drift", help="only when the served inputs drift")] = False,
+) -> None:
+    "Rerun ALIAS's training notebook on today's data, export, and promote through the gate."
+    from mlkit.retrain import retrain as run_retrain
+
+    out = run_retrain(alias, if_drift=if_drift)
+    typer.echo(json.dumps(out, indent=1))
+    if out["action"] == "failed":
+        raise typer.Exit(1)
 
 
 @app.command()
@@ -291,6 +373,32 @@ def demo() -> None:
     from mlkit.demo import run_demo
 
     run_demo()
+
+
+@app.command()
+def lab(
+    port: Annotated[int | None, typer.Option(help="TCP port (default: a free one)")] = None,
+    ip: Annotated[str, typer.Option(help="interface to bind (loopback: this machine only)")] = "127.0.0.1",
+    root: Annotated[Path | None, typer.Option(help="folder to serve (default: the project root)")] = None,
+    browser: Annotated[bool, typer.Option("--browser", help="open a browser tab")] = False,
+    timeout: Annotated[float, typer.Option(help="seconds to wait for JupyterLab to answer")] = 120.0,
+) -> None:
+    "JupyterLab on the project with the 'Python (mlkit)' kernel; prints the URL with its token. Ctrl-C stops it."
+    from mlkit.lab import run_lab
+
+    code = run_lab(echo=typer.echo, root=root, port=port, ip=ip, open_browser=browser, timeout=timeout)
+    raise typer.Exit(code)
+
+
+@app.command()
+def docs(
+    out: Annotated[Path | None, typer.Option(help="site folder (default: reports/docs)")] = None,
+    readme: Annotated[bool, typer.Option(help="also write README.md from nbs/index.ipynb")] = True,
+) -> None:
+    "Render the notebooks and their API to a static HTML site; prints its index.html."
+    from mlkit.docs import build_docs
+
+    typer.echo(build_docs(out=out, readme=readme))
 
 
 def main() -> None:

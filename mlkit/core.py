@@ -90,10 +90,17 @@ class Settings:
     quantize_budget: float  # largest task-metric drop a quantized variant may have (0.01 = one point)
     promote_margin: float  # how much a candidate's primary metric must beat the alias holder's
     latency_budget_ms: float  # largest batch-1 ONNX latency a promoted model may have
-    model: str  # the model tag to serve; '' means the newest exported by mlkit
+    model: str  # what to serve: an alias (production), a tag or model name; '' means the newest export
     host: str  # where `bentoml serve` binds
     port: int  # its port
     max_records: int  # most records one /predict request may carry
+    max_body_bytes: int  # larger request bodies get 413
+    max_batch_size: int  # adaptive batching of /predict_batch: most records in one model call
+    max_latency_ms: float  # adaptive batching: the latency budget; BentoML sheds (503) what would exceed it
+    monitor_dir: Path | None  # where the service logs inputs and predictions (Parquet); None: not logged
+    drift_window: int  # recent values per feature the service tests for drift
+    drift_alpha: float  # false-discovery rate of the drift tests
+    drift_min_rows: int  # no drift decision on fewer recent rows
     sweep_storage: str  # Optuna storage: a journal file path, or a SQLAlchemy URL shared by several machines
     sweep_scheduler: str  # Dask scheduler address; '' starts a LocalCluster
     sweep_workers: int  # LocalCluster worker processes
@@ -176,10 +183,17 @@ _KEYS: dict[str, tuple[str, Any, str]] = {
     "quantize_budget": ("export", _non_negative, "0.01"),
     "promote_margin": ("registry", _non_negative, "0"),
     "latency_budget_ms": ("registry", _positive, "50"),
-    "model": ("serving", str, ""),
+    "model": ("serving", str, "production"),
     "host": ("serving", str, "127.0.0.1"),
     "port": ("serving", _positive_int, "3000"),
     "max_records": ("serving", _positive_int, "10000"),
+    "max_body_bytes": ("serving", _positive_int, "1048576"),
+    "max_batch_size": ("serving", _positive_int, "1000"),
+    "max_latency_ms": ("serving", _positive, "500"),
+    "monitor_dir": ("serving", str, ".mlkit/monitor"),
+    "drift_window": ("serving", _positive_int, "1000"),
+    "drift_alpha": ("serving", _share, "0.05"),
+    "drift_min_rows": ("serving", _positive_int, "100"),
     "sweep_storage": ("sweep", str, ".mlkit/optuna.journal"),
     "sweep_scheduler": ("sweep", str, ""),
     "sweep_workers": ("sweep", _positive_int, "2"),
@@ -252,6 +266,8 @@ def load_settings(
         values[key] = values[key] if values[key].is_absolute() else root / values[key]
     store = values["model_store"]
     values["model_store"] = None if not store else (root / Path(store).expanduser())
+    monitor = values["monitor_dir"]
+    values["monitor_dir"] = None if not monitor else (root / Path(monitor).expanduser())
     values["run_db"] = _resolve_db_url(values["run_db"], root)
     return Settings(root=root, **values)
 

@@ -132,6 +132,7 @@ def run_demo(
 
     from mlkit.data import load_dataset
     from mlkit.export import export_run
+    from mlkit.promotion import PromotionError, promote
     from mlkit.runner import run_notebook
     from mlkit.tracking import RunStore, best_run, leaderboard
 
@@ -168,12 +169,25 @@ def run_demo(
         f"label agreement {p.label_agreement:.1%}"
     )
 
-    console.rule("4. serve (bentoml serve, 127.0.0.1)")
+    console.rule("4. promote through the gate, serve the alias (bentoml serve, 127.0.0.1)")
+    try:
+        console.print(str(promote(exported.tag, "production", reason="make demo", settings=settings)))
+    except (
+        PromotionError
+    ) as err:  # a rerun exports an equal model: the gate keeps the holder, which is served
+        console.print(f"the gate kept 'production' where it was: {str(err).splitlines()[0]}")
     sample = ds.frame.sample(n_requests, random_state=1)
     answers = []
-    with bentoml_server(exported.tag, settings) as url:
+    with bentoml_server("production", settings) as url:
+        meta = json.loads(urllib.request.urlopen(url + "/metadata", timeout=10).read())
+        console.print(
+            f"serving {meta['model']} behind alias '{meta['alias']}' (run {meta['lineage']['run_id']})"
+        )
         for i, (_, row) in enumerate(sample.iterrows()):
-            record = {k: None if pd.isna(row[k]) else float(row[k]) for k in ds.features}  # missing is null
+            record = {  # missing is null; categories go as raw strings, encoded inside the model
+                k: None if pd.isna(row[k]) else row[k] if isinstance(row[k], str) else float(row[k])
+                for k in ds.features
+            }
             status, body = post_json(url + "/predict", {"records": [record]})
             if status != 200:
                 raise ServerError(f"The server answered {status} to a valid request: {body}")

@@ -13,6 +13,7 @@ __all__ = ['EXPORTERS', 'QUANTIZERS', 'LINEAGE_PACKAGES', 'register_exporter', '
 import copy
 import dataclasses
 import importlib.metadata
+import inspect
 import json
 import subprocess
 import tempfile
@@ -26,22 +27,30 @@ import pandas as pd
 
 from . import __version__
 from .core import ExportError, Settings, get_settings
-from .inference import OnnxClassifier, make_classifier
+from .inference import MISSING_STRING, OnnxClassifier, make_classifier
+from .monitor import reference_profile
 from .registry import save_model
 from .tracking import RunStore
 
 # %% ../nbs/09_export.ipynb #5fe88c02
-EXPORTERS: dict[str, Callable[[Any, np.ndarray], bytes]] = {}
+EXPORTERS: dict[str, Callable[..., bytes]] = {}
 
 
 def register_exporter(flavor: str):
-    "Decorator: register `fn(model, X_sample) -> ONNX bytes` for a model flavour."
+    "Decorator: register `fn(model, X_sample[, features]) -> ONNX bytes` for a model flavour."
 
     def deco(fn):
         EXPORTERS[flavor] = fn
         return fn
 
     return deco
+
+
+def _run_exporter(flavor: str, model, X_sample: np.ndarray, features: list[dict]) -> bytes:
+    "Call the flavour's exporter, with the feature spec when it takes one."
+    fn = EXPORTERS[flavor]
+    takes_spec = "features" in inspect.signature(fn).parameters
+    return fn(model, X_sample, features=features) if takes_spec else fn(model, X_sample)
 
 
 def _skl2onnx_int_missing_tracks() -> None:
@@ -109,26 +118,83 @@ def _xgboost_without_feature_names(model):
     return model
 
 
+def _missing_strings_as_empty(model, columns: set[str]):
+    """A copy of `model` whose imputers over the str `columns` read MISSING_STRING as missing: an ONNX string
+    tensor has no NaN or None, so a missing category is fed as the empty string and filled like NaN is offline.
+    Steps marked `mlkit_onnx_identity` (`mlkit.families.missing_as_nan`) have nothing to do there and are dropped."""
+    from sklearn.compose import ColumnTransformer
+    from sklearn.impute import SimpleImputer
+    from sklearn.pipeline import Pipeline
+    from sklearn.utils._missing import is_scalar_nan
+
+    model = copy.deepcopy(model)
+
+    def identity(step) -> bool:
+        return getattr(getattr(step, "func", None), "mlkit_onnx_identity", False)
+
+    def visit(est, on_strings: bool):
+        if isinstance(est, Pipeline):
+            if on_strings:
+                est.steps = [(n, s) for n, s in est.steps if not identity(s)] or [("identity", "passthrough")]
+            for _, step in est.steps:
+                visit(step, on_strings)
+        elif isinstance(est, ColumnTransformer):
+            for _, trans, cols in est.transformers_:
+                if not isinstance(trans, str):
+                    visit(trans, bool(len(cols)) and all(c in columns for c in cols))
+        elif on_strings and isinstance(est, SimpleImputer) and is_scalar_nan(est.missing_values):
+            est.missing_values = MISSING_STRING
+
+    visit(model, False)
+    return model
+
+
+def _initial_types(features: list[dict]) -> list[tuple]:
+    "One [n, 1] ONNX input per feature: string for str features, float for the others."
+    from skl2onnx.common.data_types import FloatTensorType, StringTensorType
+
+    return [
+        (f["name"], StringTensorType([None, 1]) if f["dtype"] == "str" else FloatTensorType([None, 1]))
+        for f in features
+    ]
+
+
 @register_exporter("sklearn")
-def sklearn_to_onnx(model, X_sample: np.ndarray) -> bytes:
+def sklearn_to_onnx(
+    model,  # a fitted scikit-learn classifier or pipeline
+    X_sample: np.ndarray,  # rows as the model sees them (for one float input, only their width matters)
+    features: list[dict] | None = None,  # the feature spec: with str features, one ONNX input per feature
+) -> bytes:
     "Convert a fitted scikit-learn classifier or pipeline (LightGBM and XGBoost steps included) with skl2onnx."
     from skl2onnx import to_onnx
 
     _skl2onnx_int_missing_tracks()
     _register_boosting_converters()
     model = _xgboost_without_feature_names(model)
+    strings = {f["name"] for f in features or [] if f["dtype"] == "str"}
+    if strings:
+        model = _missing_strings_as_empty(model, strings)
+        inputs = {"initial_types": _initial_types(features)}
+    else:
+        inputs = {"X": np.asarray(X_sample[:1], dtype=np.float32)}
 
     last = model.steps[-1][1] if hasattr(model, "steps") else model
     try:
         # opsets onnxmltools' LightGBM and XGBoost converters support (and every onnxruntime here runs)
         onx = to_onnx(
             model,
-            np.asarray(X_sample[:1], dtype=np.float32),
+            **inputs,
             options={id(last): {"zipmap": False}},
             target_opset={"": 17, "ai.onnx.ml": 3},
         )
     except Exception as err:
-        raise ExportError(f"skl2onnx cannot convert {type(last).__name__}: {err}") from err
+        hint = (
+            f" Its str features {sorted(strings)} need an encoder inside the pipeline "
+            "(mlkit.families.build_model with features=...)."
+            if strings
+            else ""
+        )
+        raise ExportError(f"skl2onnx cannot convert {type(last).__name__}: {err}{hint}") from err
     return onx.SerializeToString()
 
 # %% ../nbs/09_export.ipynb #ec3fd443
@@ -376,9 +442,12 @@ def export_run(
     quantize: list[str] = (),  # quantized variants to try: int8, fp16
     settings: Settings | None = None,
     store: RunStore | None = None,
+    on_step: Callable[[str], None] | None = None,  # called as each step starts (a progress bar's `step`)
 ) -> ExportResult:
     "Export run `run_id`'s model to ONNX, check parity on its holdout and save it in the model store."
     import joblib
+
+    step = on_step or (lambda name: None)
 
     settings = settings or get_settings()
     store = store or RunStore(settings.run_db)
@@ -400,18 +469,28 @@ def export_run(
     model = joblib.load(files[1])
     holdout = pd.read_parquet(files[2])
     X = holdout[[f["name"] for f in info["features"]]]
-    onnx_bytes = EXPORTERS[info["flavor"]](model, X.to_numpy())
+    ref_file = run_dir / "reference.parquet"  # a training sample, when the notebook logged one
+    ref, source = (pd.read_parquet(ref_file), "training") if ref_file.is_file() else (X, "holdout")
+    profile = reference_profile(
+        ref, info["features"], source=source
+    )  # what the service measures drift against
+    step("convert")
+    onnx_bytes = _run_exporter(info["flavor"], model, X.to_numpy(), info["features"])
     extra = model.mlkit_files() if hasattr(model, "mlkit_files") else {}  # e.g. a text model's tokenizer
     # one onnxruntime thread: the session that is checked is the one whose latency is measured
     candidate = make_classifier(onnx_bytes, info["features"], info["classes"], extra, threads=1)
     y, metric = holdout["__target__"].to_numpy(), record.primary_metric or "accuracy"
+    step("parity")
     parity = check_parity(model, candidate, X, settings.parity_atol, settings.parity_min_agreement, y, metric)
+    step("latency")
     Xf, names = candidate.prepare(X), list(X.columns)
     latency = {
         "reference": latency_ms(lambda b: model.predict_proba(pd.DataFrame(b, columns=names)), Xf),
         "onnx": latency_ms(lambda b: candidate.predict_proba(b), Xf),
     }
     baseline = {"metric": parity.onnx_metric, "size_bytes": len(onnx_bytes), "latency_ms": latency["onnx"]}
+    if quantize:
+        step(f"quantize {', '.join(quantize)}")
     kept, quantization = quantize_variants(
         onnx_bytes,
         list(quantize),
@@ -446,7 +525,14 @@ def export_run(
         "packages": package_versions(),
         "variants": {"fp32": "model.onnx", **{k: f"model.{k}.onnx" for k in kept}},
         "files": sorted(extra),
+        "reference": {"file": "reference.json", "source": source, "rows": profile["rows"]},
     }
-    files = {"model.onnx": onnx_bytes, **extra, **{f"model.{k}.onnx": data for k, data in kept.items()}}
+    files = {
+        "model.onnx": onnx_bytes,
+        "reference.json": json.dumps(profile).encode(),
+        **extra,
+        **{f"model.{k}.onnx": data for k, data in kept.items()},
+    }
+    step("save")
     tag = save_model(Path(record.notebook).stem, files, _without_none(metadata), settings)
     return ExportResult(tag, parity, latency, quantization)

@@ -23,6 +23,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from .core import ConfigError, MlkitError, NotFound, Settings, get_settings
+from .display import Displayable, Grid, Raw, Styled, badge, card_html, fmt, kv_table
 from .registry import get_model, list_models
 from .tracking import runs_table
 
@@ -565,8 +566,8 @@ def audit_view(entries: list[AuditEntry]):
 
 # %% ../nbs/08a_promotion.ipynb #924d36c1
 @dataclasses.dataclass
-class ModelVersion:
-    "One model version in the store, with its aliases and key figures."
+class ModelVersion(Displayable):
+    "One model version in the store, with its aliases and key figures (shows itself in a notebook)."
 
     tag: str  # name:version
     created_at: dt.datetime  # when it was saved (UTC)
@@ -584,6 +585,41 @@ class ModelVersion:
             k: (v.isoformat() if isinstance(v, dt.datetime) else v)
             for k, v in dataclasses.asdict(self).items()
         }
+
+    def card(self, settings: Settings | None = None, n_boot: int = 1000):
+        "This version's model card (`mlkit.cards.model_card`): it shows itself in a notebook."
+        from mlkit.cards import model_card
+
+        return model_card(self.tag, settings, n_boot=n_boot)
+
+    def _facts(self) -> dict:
+        return {
+            "aliases": ", ".join(self.aliases),
+            "created": fmt(self.created_at),
+            "primary metric": f"{self.primary_metric} {fmt(self.score)}" if self.score is not None else None,
+            "parity": {True: "ok", False: "failed", None: None}[self.parity_ok],
+            "batch-1 latency": f"{self.latency_ms:.3g} ms" if self.latency_ms is not None else None,
+            "run": self.run_id,
+        }
+
+    def __rich__(self):
+        rows = [[k, Styled(v, "red") if v == "failed" else v] for k, v in self._facts().items() if v]
+        rows += [[f"metric {k}", fmt(v)] for k, v in self.metrics.items()]
+        rows += [[f"data {k}", v] for k, v in self.data.items()]
+        return Grid(["model", self.tag], rows).__rich__()
+
+    def _html(self) -> Raw:
+        labels = " ".join(badge(a) for a in self.aliases)
+        if self.parity_ok is not None:
+            labels += " " + badge("parity ok" if self.parity_ok else "parity failed")
+        facts = {k: v for k, v in self._facts().items() if v and k not in ("aliases", "parity")}
+        return card_html(
+            f"model {self.tag}",
+            Raw(f"<div>{labels}</div>"),
+            kv_table(facts),
+            kv_table(self.metrics, "metrics"),
+            kv_table(self.data, "data"),
+        )
 
 
 def list_versions(
@@ -620,17 +656,14 @@ def list_versions(
     return versions
 
 
-def versions_view(versions: list[ModelVersion]):
-    "A `rich.table.Table` of model versions."
-    from rich.table import Table
-
-    table = Table(title="Model versions")
-    for col in ("tag", "created (UTC)", "aliases", "primary metric", "parity", "batch-1 ms", "run"):
-        table.add_column(col, overflow="fold")
+def versions_view(versions: list[ModelVersion]) -> Grid:
+    "The model versions as a table: rich in a terminal (`mlkit models`), HTML in a notebook."
+    header = ["tag", "created (UTC)", "aliases", "primary metric", "parity", "batch-1 ms", "run"]
+    rows = []
     for v in versions:
         metric = f"{v.primary_metric} {v.score:.4f}" if v.score is not None else ""
-        parity = {True: "ok", False: "[red]failed[/red]", None: ""}[v.parity_ok]
+        parity = {True: "ok", False: Styled("failed", "red"), None: ""}[v.parity_ok]
         latency = f"{v.latency_ms:.3g}" if v.latency_ms is not None else ""
         created = v.created_at.strftime("%Y-%m-%d %H:%M")
-        table.add_row(v.tag, created, ", ".join(v.aliases), metric, parity, latency, v.run_id or "")
-    return table
+        rows.append([v.tag, created, ", ".join(v.aliases), metric, parity, latency, v.run_id or ""])
+    return Grid(header, rows, title="Model versions", columns={c: {"overflow": "fold"} for c in header})

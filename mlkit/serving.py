@@ -1,47 +1,89 @@
-"""The BentoML service that serves an mlkit model: thin glue over `mlkit.inference` and `mlkit.registry`.
+"""The BentoML service that serves an mlkit model: thin glue over `mlkit.service` (tested in nbs/09c_service.ipynb).
 
     bentoml serve mlkit.serving:ModelService            # binds 127.0.0.1:<port from settings.ini>
+    bentoml build -f bentofile.yaml                     # a bento with this service, the model and its lineage
 
-Serves the tag in `MLKIT_MODEL` (or settings.ini [serving] model), else the newest model mlkit exported.
-Only ONNX is loaded, by onnxruntime (plus a text model's tokenizer.json); nothing is unpickled. Hand-written (not generated): starting a server
-makes a poor executed doc; the logic it calls is tested in nbs/07_inference.ipynb.
+Serves what the `model` setting names (MLKIT_MODEL): an alias (`production` by default), a tag or a model name.
+Only ONNX (and a text model's tokenizer.json, and the JSON reference profile) is loaded; nothing is unpickled.
+
+Endpoints: POST /predict (answered by the gateway in front of BentoML's stack), POST /predict_batch (BentoML's
+adaptive batching), GET /metadata, GET /drift, GET /metrics, and BentoML's /healthz, /livez, /readyz. With
+MLKIT_API_KEY set, all but the health probes need `Authorization: Bearer <key>` or `X-API-Key: <key>`.
+Hand-written (not generated): starting a server makes a poor executed doc.
 """
 
+import os
 from typing import Annotated, Any
 
 import bentoml
-from pydantic import Field
+from bentoml.validators import ContentType
+from pydantic import Field, WithJsonSchema
 
 from mlkit.core import get_settings
-from mlkit.inference import make_classifier, record_model
-from mlkit.registry import get_model, resolve_tag
+from mlkit.inference import record_model
+from mlkit.registry import get_model
+from mlkit.service import Gateway, ServingCore, served_tag
 
 _settings = get_settings()
-_stored = get_model(resolve_tag(settings=_settings), _settings)  # a clear error when the tag is not stored
-_model = bentoml.models.BentoModel(str(_stored.tag))  # the exact version, declared at class scope
-_metadata = _stored.info.metadata
-Record = record_model(_metadata["features"])
+_tag, _alias = served_tag(_settings)  # a clear error when nothing can be served
+_stored = get_model(_tag, _settings)
+Record = record_model(_stored.info.metadata["features"])
 Records = Annotated[list[Record], Field(min_length=1, max_length=_settings.max_records)]
+# The gateway has validated a /predict_batch body against Record (422 otherwise) before BentoML parses it: the
+# batch signature takes plain dicts, documented with Record's schema, so the rows are not validated twice.
+Checked = Annotated[dict[str, Any], WithJsonSchema(Record.model_json_schema())]
+Json = ContentType("application/json")  # a fixed media type: BentoML otherwise derives it per response
+_core: ServingCore | None = None
+
+
+def core() -> ServingCore:
+    "The serving core of this worker, created once (by the service or by the gateway's first request)."
+    global _core
+    if _core is None:
+        _core = ServingCore.from_store(_settings)
+        _core.start()
+    return _core
 
 
 @bentoml.service(
     name="mlkit_model",
     http={"host": _settings.host, "port": _settings.port},
     traffic={"timeout": 30},
+    workers=1,
+    # the gateway serves mlkit's own Prometheus metrics at /metrics; BentoML's per-request metrics and tracing
+    # middleware would double the cost of every request (reports/benchmarks/serving_profile.md)
+    metrics={"enabled": False},
+    tracing={
+        "sample_rate": 0.0,
+        "excluded_urls": ["/predict", "/predict_batch", "/healthz", "/livez", "/readyz"],
+    },
+    logging={"access": {"enabled": False}},
 )
 class ModelService:
     "Predicts labels and class probabilities for records keyed by feature name."
 
-    model = _model
+    model = bentoml.models.BentoModel(str(_stored.tag))  # the exact version, so `bentoml build` packs it
 
     def __init__(self) -> None:
-        self.tag = str(self.model.tag)
-        files = {name: self.model.path_of(name) for name in _metadata.get("files", [])}  # e.g. tokenizer.json
-        self.classifier = make_classifier(
-            self.model.path_of("model.onnx"), _metadata["features"], _metadata["classes"], files
-        )
+        self.core = core()
 
     @bentoml.api
-    def predict(self, records: Records) -> dict[str, Any]:
-        "Labels and class probabilities, one per record, in the order sent."
-        return {**self.classifier.predict_records(records), "model": self.tag}
+    def predict(self, records: Records) -> Annotated[dict[str, Any], Json]:
+        "Labels, class probabilities and ids, one per record, in the order sent."
+        # The gateway answers POST /predict itself (same core, same schema); this declaration gives the
+        # OpenAPI document its schema and answers only if the gateway is taken out.
+        return self.core.predict(records)
+
+    @bentoml.api(
+        batchable=True, max_batch_size=_settings.max_batch_size, max_latency_ms=_settings.max_latency_ms
+    )
+    def predict_batch(self, records: list[Checked]) -> Annotated[list[dict[str, Any]], Json]:
+        "One {id, label, probabilities} per record; requests arriving together share one model call."
+        return self.core.predict_rows(records)
+
+    @bentoml.on_shutdown
+    def _flush(self) -> None:
+        self.core.close()
+
+
+ModelService.add_asgi_middleware(Gateway, core=core, api_key=os.environ.get("MLKIT_API_KEY") or None)

@@ -21,6 +21,7 @@ from distributed.diagnostics.plugin import WorkerPlugin
 from optuna.trial import TrialState
 
 from .core import ConfigError, MlkitError, RunFailed, Settings, get_settings
+from .display import Displayable, Grid, Raw, badge, card_html, fmt, kv_table
 from .params import parse_parameters
 from .runner import RunPruned, run_notebook
 from .space import Dim, grid, load_space, suggest
@@ -123,8 +124,8 @@ def _client(scheduler: str, workers: int):
 
 # %% ../nbs/11_sweep.ipynb #71302cf8
 @dataclasses.dataclass
-class SweepResult:
-    "What a sweep did: the study, its counts and its best trial."
+class SweepResult(Displayable):
+    "What a sweep did: the study, its counts and its best trial (shows itself in a notebook and a terminal)."
 
     study: str
     storage: str
@@ -132,6 +133,29 @@ class SweepResult:
     best_value: float | None
     best_params: dict[str, Any]
     best_run_id: str | None
+
+    def _facts(self) -> dict:
+        return {
+            "trials": ", ".join(f"{v} {k}" for k, v in self.counts.items()),
+            "best value": fmt(self.best_value) if self.best_value is not None else "none (no complete trial)",
+            "best run": self.best_run_id,
+            "storage": self.storage,
+        }
+
+    def __rich__(self):
+        rows = [[k, v] for k, v in self._facts().items() if v]
+        rows += [[f"best {k}", fmt(v)] for k, v in self.best_params.items()]
+        return Grid(["sweep", self.study], rows).__rich__()
+
+    def _html(self) -> Raw:
+        states = " ".join(badge(f"{v} {k}") for k, v in self.counts.items() if v)
+        facts = {k: v for k, v in self._facts().items() if v and k != "trials"}
+        return card_html(
+            f"sweep {self.study}",
+            Raw(f"<div>{states}</div>"),
+            kv_table(facts),
+            kv_table(self.best_params, "best parameters"),
+        )
 
 
 def _summary(study: optuna.Study, location: str) -> SweepResult:

@@ -17,6 +17,7 @@ def isolated_env(folder: Path, **extra: str) -> dict[str, str]:
         "MLKIT_RUN_DB": f"sqlite:///{folder}/runs.db",
         "MLKIT_RUNS_DIR": str(folder / "runs"),
         "MLKIT_MODEL_STORE": str(folder / "bentoml"),
+        "MLKIT_MONITOR_DIR": str(folder / "monitor"),
         "MLKIT_SWEEP_STORAGE": str(folder / "optuna.journal"),
         "MLKIT_WANDB_DIR": str(folder),
         "MLKIT_WANDB_MODE": "offline",
@@ -88,7 +89,9 @@ def server(exported, settings):
     "A real `bentoml serve mlkit.serving:ModelService` on a free loopback port; yields its base URL."
     from mlkit.demo import bentoml_server
 
-    with bentoml_server(exported.tag, settings, env={"MLKIT_MAX_RECORDS": "50"}) as url:
+    with bentoml_server(
+        exported.tag, settings, env={"MLKIT_MAX_RECORDS": "50", "MLKIT_MAX_BODY_BYTES": "60000"}
+    ) as url:
         yield url
 
 

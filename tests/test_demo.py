@@ -43,16 +43,17 @@ def test_demo_runs_end_to_end(demo_run):
     tmp_path, _, done = demo_run
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     out = done.stdout
-    assert "label rows joined point-in-time to 6 features from a DuckDB feature store, contract passed" in out
+    assert "label rows joined point-in-time to 8 features from a DuckDB feature store, contract passed" in out
     assert out.count("roc_auc=") >= 3
     assert "label agreement 100.0%" in out
     for i in (1, 2, 3):
         assert f"request {i}: true label" in out
     assert (
-        "a record with age=150 gets 400" in out
+        "a record with age=150 gets 422" in out
         and '"loc": ["records", 0, "age"]' in out  # the contract's rule
     )
     assert "Demo runs: train_tabular" in out
+    assert "'production' (new) -> train_tabular:" in out and "behind alias 'production'" in out
     runs = sorted(os.listdir(tmp_path / "runs"))
     assert len(runs) == 3 and all((tmp_path / "runs" / r / "train_tabular.ipynb").is_file() for r in runs)
     assert (tmp_path / "bentoml" / "models" / "train_tabular").is_dir()

@@ -148,9 +148,15 @@ def test_churn_registered_data_set():
     assert ds.features == [
         "age",
         "monthly_fee",
+        "plan",
+        "region",
         "tx_count_30d",
         "spend_30d",
         "days_since_last_tx",
         "tickets_30d",
     ]
-    assert (ds.X.dtypes == "float64").all() and ds.X.isna().any().any()  # the missing values are part of it
+    numbers = ds.X.drop(columns=["plan", "region"])  # raw categories: encoded inside the model, not here
+    assert (
+        numbers.dtypes == "float64"
+    ).all() and ds.X.isna().any().any()  # the missing values are part of it
+    assert ds.X["region"].isna().any() and set(ds.X["plan"].dropna()) <= {"basic", "pro", "team"}

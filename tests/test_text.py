@@ -44,6 +44,6 @@ def test_served_text_model_takes_raw_text(text_export, settings):
         assert status == 200, body
         assert len(body["labels"]) == 2 and all(abs(sum(p) - 1) < 1e-5 for p in body["probabilities"])
         status, body = post_json(url + "/predict", {"records": [{"text": 42}]})
-        assert status == 400 and body["detail"][0]["loc"] == ["records", 0, "text"]
+        assert status == 422 and body["detail"][0]["loc"] == ["records", 0, "text"]
         status, body = post_json(url + "/predict", {"records": [{"review": "nice"}]})
-        assert status == 400
+        assert status == 422 and ["records", 0, "review"] in [d["loc"] for d in body["detail"]]

@@ -1,0 +1,336 @@
+"""mlkit's BentoML service against a classic FastAPI + uvicorn + joblib service, BentoML's own floor and the
+in-process ONNX ceiling: same model, same record, one run, one worker each, loopback only.
+
+    .venv/bin/python reports/benchmarks/serving_bench.py --reps 2 > reports/benchmarks/serving.md
+
+The model is made by the project's own flow (the experiment notebook run by papermill for logreg and gbm, the best
+one exported) into an isolated state folder (`--state`, reused when present; tests/conftest.py's isolated_env).
+Servers, each started fresh per repetition:
+  (a) baseline_fastapi.py under uvicorn, 1 worker, no access log: POST /predict, one record
+  (b) `bentoml serve mlkit.serving:ModelService`: POST /predict, one record (monitoring to a temp MLKIT_MONITOR_DIR)
+  (c) the same server's POST /predict_batch with `--batch-rows` records (rows/s), and one record at concurrency 1
+      (what adaptive batching adds for a lone caller); skipped with a note while the endpoint does not exist
+  (e) serving_floor.py: a constant answer with mlkit's service config, from a @bentoml.api and from an ASGI
+      middleware
+and (d) in process: onnxruntime through mlkit's OnnxClassifier, and the whole hot path (pydantic validate_json,
+onnxruntime, orjson) without a server. wrk -t1 with a Lua POST script; every point: `--warmup` s discarded, then
+`--seconds` s measured; `--reps` repetitions, reported as median (min–max). Exits 1 when a target is missed.
+"""
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from serving_common import (  # noqa: E402
+    HOST,
+    bentoml_cmd,
+    free_port,
+    load_avg,
+    lua_script,
+    point,
+    prepare_model,
+    sample_record,
+    server,
+)
+
+HERE = Path(__file__).parent
+
+
+def post(url: str, body: dict) -> tuple[int, bytes]:
+    req = urllib.request.Request(url, json.dumps(body).encode(), {"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+
+
+def in_process(info: dict, rec: dict, rows: int, seconds: float = 2.0) -> dict:
+    "(d) the ceiling: calls/s of onnxruntime (via OnnxClassifier) and of the whole hot path, in this process."
+    from typing import Annotated
+
+    import orjson
+    import pydantic
+    from pydantic import Field
+
+    from mlkit.inference import make_classifier, record_model
+
+    clf = make_classifier(info["onnx"], info["features"], info["classes"])
+    Body = pydantic.create_model(
+        "Input", records=(Annotated[list[record_model(info["features"])], Field(min_length=1)], ...)
+    )
+    one = json.dumps({"records": [rec]}).encode()
+    many = json.dumps({"records": [rec] * rows}).encode()
+
+    def rate(fn) -> float:
+        n, t0 = 0, time.perf_counter()
+        while time.perf_counter() - t0 < seconds:
+            for _ in range(50):
+                fn()
+            n += 50
+        return n / (time.perf_counter() - t0)
+
+    def hot(raw: bytes):
+        records = Body.model_validate_json(raw).records
+        return orjson.dumps({**clf.predict_records(records), "model": info["tag"]})
+
+    return {
+        "onnx_1": rate(lambda: clf.predict_records([rec])),
+        "hot_1": rate(lambda: hot(one)),
+        "hot_rows": rate(lambda: hot(many)) * rows,
+    }
+
+
+def run_baseline(info: dict, rec: dict, args) -> dict:
+    port = free_port()
+    cmd = [sys.executable, "-m", "uvicorn", "baseline_fastapi:app", "--app-dir", str(HERE)]
+    cmd += [
+        "--host",
+        HOST,
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+        "--no-access-log",
+        "--log-level",
+        "warning",
+    ]
+    env = {**info["env"], "BASELINE_MODEL_INFO": str(Path(args.state) / "model.json")}
+    script = lua_script({"records": [rec]})
+    with server(cmd, env, "/healthz", port) as (url, _):
+        status, body = post(url + "/predict", {"records": [rec]})
+        assert status == 200, body
+        return {
+            "predict32": point(url + "/predict", script, 32, args.seconds, args.warmup),
+            "predict1": point(url + "/predict", script, 1, args.seconds, args.warmup),
+        }
+
+
+def run_mlkit(info: dict, rec: dict, args, monitor_dir: str, extra_env: dict | None = None) -> dict:
+    port = free_port()
+    env = {**info["env"], "MLKIT_MONITOR_DIR": monitor_dir, **(extra_env or {})}
+    out: dict = {}
+    with server(bentoml_cmd("mlkit.serving:ModelService", port), env, "/readyz", port) as (url, _):
+        status, body = post(url + "/predict", {"records": [rec]})
+        assert status == 200, body
+        one = lua_script({"records": [rec]})
+        out["predict32"] = point(url + "/predict", one, 32, args.seconds, args.warmup)
+        if extra_env:  # a second configuration (e.g. monitoring off): the c32 point is enough
+            return out
+        out["predict1"] = point(url + "/predict", one, 1, args.seconds, args.warmup)
+        status, body = post(url + "/predict_batch", {"records": [rec] * args.batch_rows})
+        if status == 404:
+            out["batch"] = None
+        else:
+            assert status == 200, body
+            many = lua_script({"records": [rec] * args.batch_rows})
+            out["batch32"] = point(url + "/predict_batch", many, 32, args.seconds, args.warmup)
+            out["batch32"]["rows_s"] = out["batch32"]["rps"] * args.batch_rows
+            out["batch1"] = point(url + "/predict_batch", one, 1, args.seconds, args.warmup)
+    return out
+
+
+def run_floor(info: dict, rec: dict, args) -> dict:
+    out = {}
+    script = lua_script({"records": [rec]})
+    for name in ("FloorApi", "FloorMiddleware"):
+        port = free_port()
+        cmd = [*bentoml_cmd(f"serving_floor:{name}", port), "--working-dir", str(HERE)]
+        env = {**info["env"], "MLKIT_MONITOR_DIR": tempfile.mkdtemp(prefix="mlkit-floor-mon-")}
+        with server(cmd, env, "/readyz", port) as (url, _):
+            out[name] = point(url + "/const", script, 32, args.seconds, args.warmup)
+    return out
+
+
+def med(rs: list[dict], *keys: str) -> list[float]:
+    vals = []
+    for r in rs:
+        for k in keys[:-1]:
+            r = r.get(k) if r else None
+        if r and r.get(keys[-1]) is not None:
+            vals.append(r[keys[-1]])
+    return vals
+
+
+def cell(vals: list[float], digits: int = 0) -> str:
+    if not vals:
+        return "-"
+    if len(vals) == 1:
+        return f"{vals[0]:.{digits}f}"
+    return f"{statistics.median(vals):.{digits}f} ({min(vals):.{digits}f}–{max(vals):.{digits}f})"
+
+
+def max_latency_ms() -> float | None:
+    "The configured max_latency_ms of mlkit's /predict_batch, when it exists."
+    try:
+        from mlkit.serving import ModelService
+
+        api = ModelService.apis.get("predict_batch")
+        return float(api.max_latency_ms) if api is not None and api.batchable else None
+    except Exception as err:  # the service module needs the model store; report, do not fail
+        print(f"note: could not read max_latency_ms from mlkit.serving: {err}", file=sys.stderr)
+        return None
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument(
+        "--state", default="/tmp/mlkit-bench", help="isolated mlkit state (model made once, reused)"
+    )
+    ap.add_argument("--reps", type=int, default=2)
+    ap.add_argument("--seconds", type=float, default=10)
+    ap.add_argument("--warmup", type=float, default=3)
+    ap.add_argument("--batch-rows", type=int, default=100)
+    ap.add_argument(
+        "--monitor-off",
+        default="MLKIT_MONITOR_DIR=",
+        metavar="ENV=VALUE",
+        help="environment that switches mlkit's monitoring off (settings.ini: an empty monitor_dir logs nothing); "
+        "adds a /predict c32 point without monitoring; '' to skip",
+    )
+    ap.add_argument("--json", default=None, help="also write the raw results here")
+    args = ap.parse_args()
+    info = prepare_model(Path(args.state))
+    rec = sample_record(info["features"])
+    load_before = load_avg()
+    res: dict[str, list] = {"baseline": [], "mlkit": [], "floor": [], "mlkit_nomon": []}
+    for rep in range(args.reps):
+        res["baseline"].append(run_baseline(info, rec, args))
+        res["mlkit"].append(run_mlkit(info, rec, args, tempfile.mkdtemp(prefix="mlkit-bench-mon-")))
+        if args.monitor_off:
+            k, _, v = args.monitor_off.partition("=")
+            res["mlkit_nomon"].append(run_mlkit(info, rec, args, "", {k: v}))
+        res["floor"].append(run_floor(info, rec, args))
+        print(
+            f"rep {rep}: {json.dumps({k: v[-1] for k, v in res.items() if v})}", file=sys.stderr, flush=True
+        )
+    os.environ.update(info["env"])
+    ceiling = in_process(info, rec, args.batch_rows)
+    if args.json:
+        Path(args.json).write_text(json.dumps({**res, "in_process": ceiling}, indent=1))
+    report(res, ceiling, args, load_before, info)
+
+
+def report(res: dict, ceiling: dict, args, load_before: str, info: dict) -> None:
+    b, m, f = res["baseline"], res["mlkit"], res["floor"]
+    has_batch = all(r.get("batch32") for r in m)
+    print("# Serving: mlkit's BentoML service against FastAPI + joblib\n")
+    print(
+        f"Command: `.venv/bin/python reports/benchmarks/serving_bench.py --reps {args.reps} --seconds "
+        f"{args.seconds:g} --warmup {args.warmup:g} --batch-rows {args.batch_rows}"
+        + (f" --monitor-off {args.monitor_off}" if args.monitor_off else "")
+        + f"` ({time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores shared with other work, load average "
+        f"before {load_before}, after {load_avg()}). Model `{info['tag']}`; one record of breast_cancer "
+        f"(30 float features). wrk -t1, loopback, one server worker; {args.warmup:g} s warm-up then "
+        f"{args.seconds:g} s per point; median (min–max) over {args.reps} runs, servers restarted per run.\n"
+    )
+    print(
+        "| service | c32 req/s | c32 p50 ms | c32 p99 ms | c1 req/s | c1 p50 ms | c1 p99 ms | non-2xx+errors |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
+
+    def row(name: str, rs: list[dict], k32: str, k1: str | None, scale: float = 1.0, unit: str = "") -> None:
+        c1 = (
+            [cell(med(rs, k1, x), d) for x, d in (("rps", 0), ("p50_ms", 2), ("p99_ms", 2))]
+            if k1
+            else ["-"] * 3
+        )
+        bad = sum(r[k]["non2xx"] + r[k]["errors"] for r in rs for k in (k32, k1) if k and r.get(k))
+        rate = cell([v * scale for v in med(rs, k32, "rps")])
+        print(
+            f"| {name} | {rate}{unit} | {cell(med(rs, k32, 'p50_ms'), 2)} | {cell(med(rs, k32, 'p99_ms'), 2)} "
+            f"| {' | '.join(c1)} | {bad} |"
+        )
+
+    row("(a) FastAPI + uvicorn + joblib, /predict 1 record", b, "predict32", "predict1")
+    row("(b) mlkit `bentoml serve`, /predict 1 record", m, "predict32", "predict1")
+    if res["mlkit_nomon"]:
+        row("(b') mlkit, monitoring off", res["mlkit_nomon"], "predict32", None)
+    if has_batch:
+        row(
+            f"(c) mlkit /predict_batch, {args.batch_rows} rows/request (c32: rows/s; c1: 1 record)",
+            m,
+            "batch32",
+            "batch1",
+            args.batch_rows,
+            " rows/s",
+        )
+    else:
+        print(
+            "| (c) mlkit /predict_batch | not measured: mlkit.serving has no /predict_batch yet | | | | | | |"
+        )
+    row("(e) BentoML floor: constant @bentoml.api, mlkit's config", f, "FloorApi", None)
+    row("(e') BentoML floor: constant from an ASGI middleware, mlkit's config", f, "FloorMiddleware", None)
+    print(
+        f"\n(d) in process, one thread, no server: onnxruntime via OnnxClassifier {ceiling['onnx_1']:.0f} calls/s "
+        f"(1 record); whole hot path (pydantic validate_json + onnxruntime + orjson) {ceiling['hot_1']:.0f} "
+        f"calls/s (1 record), {ceiling['hot_rows']:.0f} rows/s ({args.batch_rows} records per call).\n"
+    )
+    checks = []
+    bm = statistics.median(med(b, "predict32", "rps"))
+    mm = statistics.median(med(m, "predict32", "rps"))
+    checks.append((f"mlkit /predict c32 {mm:.0f} req/s >= FastAPI baseline {bm:.0f}", mm >= bm))
+    b1 = statistics.median(med(b, "predict1", "p50_ms"))
+    m1 = statistics.median(med(m, "predict1", "p50_ms"))
+    checks.append((f"mlkit /predict c1 p50 {m1:.2f} ms <= baseline {b1:.2f} ms", m1 <= b1))
+    for floor in ("FloorApi", "FloorMiddleware"):
+        fl = statistics.median(med(f, floor, "rps"))
+        over = fl / mm - 1  # per-request time over the floor's: (1/mm - 1/fl) / (1/fl)
+        checks.append(
+            (
+                f"model+validation+monitoring over the {floor} floor ({fl:.0f} req/s): {over:+.0%} <= 10%",
+                over <= 0.10,
+            )
+        )
+    bad = sum(
+        r[k]["non2xx"] + r[k]["errors"]
+        for r in m
+        for k in ("predict32", "predict1", "batch32", "batch1")
+        if r.get(k)
+    )
+    checks.append((f"mlkit answered every request with 2xx ({bad} non-2xx or socket errors)", bad == 0))
+    if has_batch:
+        rows = statistics.median(med(m, "batch32", "rows_s"))
+        checks.append((f"/predict_batch {rows:.0f} rows/s >= 20x /predict {mm:.0f} rows/s", rows >= 20 * mm))
+        lat = max_latency_ms()
+        added = statistics.median(med(m, "batch1", "p50_ms")) - m1
+        if lat is not None:
+            checks.append(
+                (
+                    f"adaptive batching adds {added:.2f} ms (p50) for a lone caller <= max_latency_ms {lat:g}",
+                    added <= lat,
+                )
+            )
+    else:
+        print(
+            "Note: /predict_batch is missing in mlkit.serving; (c) was skipped. The final run must include it.\n"
+        )
+    if res["mlkit_nomon"]:
+        off = statistics.median(med(res["mlkit_nomon"], "predict32", "rps"))
+        cost = off / mm - 1
+        checks.append(
+            (
+                f"monitoring costs {cost:+.0%} of throughput (off {off:.0f} vs on {mm:.0f} req/s) < 10%",
+                cost < 0.10,
+            )
+        )
+    else:
+        print("Note: no --monitor-off given; the monitoring cost was not measured.\n")
+    print("Targets:\n")
+    for text, ok in checks:
+        print(f"- {'PASS' if ok else 'MISS'}: {text}")
+    if not all(ok for _, ok in checks):
+        print("\nSome targets were missed.", file=sys.stderr)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
