@@ -189,7 +189,7 @@ _KEYS: dict[str, tuple[str, Any, str]] = {
     "max_records": ("serving", _positive_int, "10000"),
     "max_body_bytes": ("serving", _positive_int, "1048576"),
     "max_batch_size": ("serving", _positive_int, "1000"),
-    "max_latency_ms": ("serving", _positive, "500"),
+    "max_latency_ms": ("serving", _positive, "100"),
     "monitor_dir": ("serving", str, ".mlkit/monitor"),
     "drift_window": ("serving", _positive_int, "1000"),
     "drift_alpha": ("serving", _share, "0.05"),

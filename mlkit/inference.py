@@ -160,14 +160,17 @@ class OnnxClassifier:
             return np.array(rows, dtype=np.float32)
         return self._table({n: [r[j] for r in rows] for j, n in enumerate(self.names)}, len(rows))
 
-    def predict_records(self, records: Sequence[Any]) -> dict[str, Any]:
-        "The JSON answer for `records`: labels, probabilities per row, and the class order."
-        labels, probabilities = self.predict_proba(self.matrix(records))
+    def answer(self, labels: np.ndarray, probabilities: np.ndarray) -> dict[str, Any]:
+        "The JSON answer: labels, probabilities per row (6 decimals), and the class order."
         return {
             "labels": labels.tolist(),
             "probabilities": np.round(probabilities.astype(np.float64), 6).tolist(),
             "classes": self.classes,
         }
+
+    def predict_records(self, records: Sequence[Any]) -> dict[str, Any]:
+        "The JSON answer for `records`: labels, probabilities per row, and the class order."
+        return self.answer(*self.predict_proba(self.matrix(records)))
 
 # %% ../nbs/07_inference.ipynb #46e7f38b
 class OnnxTextClassifier(OnnxClassifier):

@@ -6,9 +6,9 @@ Docs: https://mlkit-dev.github.io/mlkit/monitor.html.md"""
 
 # %% auto #0
 __all__ = ['PROFILE_ROWS', 'DRIFT_TESTS', 'feature_kind', 'reference_profile', 'FeatureDrift', 'DriftReport', 'drift_report',
-           'DriftMonitor', 'PredictionLog', 'read_log', 'feedback_metrics', 'drift_html']
+           'split_columns', 'DriftMonitor', 'PredictionLog', 'read_log', 'feedback_metrics', 'drift_html']
 
-# %% ../nbs/09b_monitor.ipynb #413daea8
+# %% ../nbs/09b_monitor.ipynb #d2604826
 import datetime as dt
 import html
 import io
@@ -28,7 +28,7 @@ import pandas as pd
 
 from .core import ContractError, MlkitError, atomic_write
 
-# %% ../nbs/09b_monitor.ipynb #f56e6499
+# %% ../nbs/09b_monitor.ipynb #0586da70
 PROFILE_ROWS = 5000
 
 
@@ -69,7 +69,7 @@ def reference_profile(
         profile["features"][name] = entry
     return profile
 
-# %% ../nbs/09b_monitor.ipynb #9678186c
+# %% ../nbs/09b_monitor.ipynb #67810c47
 def _ks(entry: dict, values: Sequence) -> dict[str, float]:
     from scipy import stats
 
@@ -85,7 +85,7 @@ def _chi2(entry: dict, values: Sequence) -> dict[str, float]:
     from scipy import stats
 
     cats = list(entry["shares"])
-    seen = pd.Series([str(v) for v in values if v is not None], dtype="object")
+    seen = pd.Series([str(v) for v in values if v is not None and v != ""], dtype="object")  # '': missing
     if seen.empty:
         return {"statistic": math.nan, "p_value": 1.0, "psi": math.nan}
     counts = seen.value_counts()
@@ -106,7 +106,7 @@ DRIFT_TESTS: dict[str, tuple[str, Callable[[dict, Sequence], dict[str, float]]]]
     "categorical": ("chi2", _chi2),
 }
 
-# %% ../nbs/09b_monitor.ipynb #98a8c97e
+# %% ../nbs/09b_monitor.ipynb #f83d1a14
 @dataclass
 class FeatureDrift:
     "One feature's drift test against the reference."
@@ -204,7 +204,19 @@ def drift_report(
             f.drifted = bool(rows >= min_rows and p < alpha)
     return DriftReport(results, alpha, min_rows, rows, model=model)
 
-# %% ../nbs/09b_monitor.ipynb #8d1f3a42
+# %% ../nbs/09b_monitor.ipynb #da8f355e
+def split_columns(
+    X: np.ndarray,  # model input rows: 2-D numbers, a structured array (per-column models), or 1-D (text)
+    names: Sequence[str],  # the feature names, in the model's order
+) -> dict[str, np.ndarray]:
+    "One array per feature (views, not copies)."
+    if X.dtype.names:
+        return {n: X[n] for n in names}
+    if X.ndim == 2:
+        return {n: X[:, j] for j, n in enumerate(names)}
+    return {names[0]: X}
+
+# %% ../nbs/09b_monitor.ipynb #e62214ca
 class DriftMonitor:
     "A sliding window of recent inputs, tested against the reference profile on demand."
 
@@ -223,7 +235,8 @@ class DriftMonitor:
         self._recent = {
             name: deque(maxlen=window) for name, e in profile["features"].items() if e["kind"] in DRIFT_TESTS
         }
-        self._rows: list[dict] = []  # observed records not yet folded into the window
+        self._pending: list[dict] = []  # observed columns not yet folded into the window
+        self._count = 0
         self._lock = threading.Lock()
 
     def observe(self, columns: dict[str, Sequence]) -> None:
@@ -234,17 +247,23 @@ class DriftMonitor:
                 if (d := self._recent.get(name)) is not None:
                     d.extend(values)
 
-    def observe_rows(self, rows: list[dict]) -> None:
-        "Add recent records (dicts keyed by feature); O(1) per call, folded into the window when it is read."
+    def observe_matrix(self, X: np.ndarray, names: Sequence[str]) -> None:
+        "Add one request's model input (see `split_columns`); O(1) per call, folded in when the window is read."
         with self._lock:
-            self._rows.extend(rows)
-            if len(self._rows) > 2 * self.window:
-                del self._rows[: -self.window]
+            self._pending.append(X)
+            self._names = names
+            self._count += len(X)
+            if self._count > 2 * self.window:
+                self._fold()
 
     def _fold(self) -> None:
-        rows, self._rows = self._rows[-self.window :], []
-        for name, d in self._recent.items():
-            d.extend(r.get(name) for r in rows)
+        if not self._pending:
+            return
+        X = np.concatenate(self._pending)[-self.window :]
+        self._pending, self._count = [], 0
+        for name, values in split_columns(X, self._names).items():
+            if (d := self._recent.get(name)) is not None:
+                d.extend(values.tolist())
 
     def recent(self) -> dict[str, list]:
         "A copy of the window."
@@ -256,18 +275,19 @@ class DriftMonitor:
         "Test the window now."
         return drift_report(self.profile, self.recent(), self.alpha, self.min_rows, self.model)
 
-# %% ../nbs/09b_monitor.ipynb #497b7476
+# %% ../nbs/09b_monitor.ipynb #f9457873
 class PredictionLog:
     "Inputs and predictions written to rotating Parquet files by a background thread; never blocks a caller."
 
     def __init__(
         self,
         folder: Path | str,  # where the Parquet files go (created)
-        rotate_rows: int = 5000,  # write a file once this many rows wait
+        names: Sequence[str],  # the model's feature names, in its input order
+        rotate_rows: int = 50_000,  # write a file once this many rows wait
         rotate_s: float = 10.0,  # and at least this often
         max_rows: int = 200_000,  # waiting rows beyond this are dropped and counted
     ):
-        self.folder = Path(folder)
+        self.folder, self.names = Path(folder), list(names)
         self.rotate_rows, self.rotate_s, self.max_rows = rotate_rows, rotate_s, max_rows
         self.dropped = self.errors = self.written = 0
         self.last_error: str | None = None
@@ -283,18 +303,18 @@ class PredictionLog:
     def log(
         self,
         ids: Sequence[str],  # one id per record
-        records: Sequence[dict],  # the validated input records
-        labels: Sequence,  # the predicted labels
-        probabilities: Sequence[Sequence[float]],  # class probabilities per record
+        X: np.ndarray,  # the validated inputs as the model took them (see `split_columns`)
+        labels: np.ndarray,  # the predicted labels
+        probabilities: np.ndarray,  # class probabilities, one row per record
         model: str,  # the model tag
     ) -> None:
-        "Queue one request's rows; returns at once."
+        "Queue one request's rows (arrays, not copied); returns at once."
         n = len(ids)
         with self._lock:
             if self._rows + n > self.max_rows:
                 self.dropped += n
                 return
-            self._pending.append((time.time(), ids, records, labels, probabilities, model))
+            self._pending.append((time.time(), ids, X, labels, probabilities, model))
             self._rows += n
             due = self._rows >= self.rotate_rows
         if due:
@@ -328,17 +348,26 @@ class PredictionLog:
         try:
             counts = [len(p[1]) for p in pending]
             stamps = np.repeat(np.array([p[0] for p in pending]) * 1e6, counts).astype("int64")
-            meta = {
-                "__time__": pa.array(stamps, type=pa.timestamp("us", tz="UTC")),
-                "__id__": pa.array([i for p in pending for i in p[1]], type=pa.string()),
-                "__model__": pa.array(np.repeat([p[5] for p in pending], counts).tolist(), type=pa.string()),
-                "__prediction__": pa.array([label for p in pending for label in p[3]]),
-                "__probabilities__": pa.array(
-                    [list(map(float, q)) for p in pending for q in p[4]], type=pa.list_(pa.float64())
-                ),
-            }
-            features = pa.Table.from_pylist([r for p in pending for r in p[2]])
-            table = pa.table({**meta, **{name: features[name] for name in features.column_names}})
+            probabilities = np.concatenate([p[4] for p in pending]).astype(np.float64)
+            table = pa.table(
+                {
+                    "__time__": pa.array(stamps, type=pa.timestamp("us", tz="UTC")),
+                    "__id__": pa.array([i for p in pending for i in p[1]], type=pa.string()),
+                    "__model__": pa.array(
+                        np.repeat([p[5] for p in pending], counts).tolist(), type=pa.string()
+                    ),
+                    "__prediction__": pa.array(np.concatenate([p[3] for p in pending])),
+                    "__probabilities__": pa.FixedSizeListArray.from_arrays(
+                        pa.array(probabilities.ravel()), probabilities.shape[1]
+                    ),
+                    **{
+                        name: pa.array(values)
+                        for name, values in split_columns(
+                            np.concatenate([p[2] for p in pending]), self.names
+                        ).items()
+                    },
+                }
+            )
             buf = io.BytesIO()
             pq.write_table(table, buf)
             self._seq += 1
@@ -371,7 +400,7 @@ def read_log(
         frame = frame[frame["__model__"] == model]
     return frame.reset_index(drop=True)
 
-# %% ../nbs/09b_monitor.ipynb #56ed5f35
+# %% ../nbs/09b_monitor.ipynb #6bc07571
 def feedback_metrics(
     logged: pd.DataFrame,  # `read_log(...)`
     labels: pd.DataFrame,  # late labels: columns id and label
@@ -406,7 +435,7 @@ def feedback_metrics(
         "unmatched": int(len(labels) - len(joined)),
     }
 
-# %% ../nbs/09b_monitor.ipynb #09235a53
+# %% ../nbs/09b_monitor.ipynb #a91a4e17
 _STYLE = """
 body{font-family:system-ui,sans-serif;margin:2em;color:#222} table{border-collapse:collapse;font-size:13px}
 td,th{border-bottom:1px solid #ddd;padding:4px 8px;text-align:right} td:first-child,th:first-child{text-align:left}

@@ -7,7 +7,7 @@ Docs: https://mlkit-dev.github.io/mlkit/service.html.md"""
 # %% auto #0
 __all__ = ['PROBES', 'served_tag', 'Metrics', 'RequestError', 'ServingCore', 'Gateway']
 
-# %% ../nbs/09c_service.ipynb #3f74a7a3
+# %% ../nbs/09c_service.ipynb #df9868e6
 import hmac
 import json
 import os
@@ -27,7 +27,7 @@ from .core import MlkitError, NotFound, Settings, get_settings
 from .inference import make_classifier, record_model
 from .monitor import DriftMonitor, PredictionLog
 
-# %% ../nbs/09c_service.ipynb #253b8445
+# %% ../nbs/09c_service.ipynb #a1cffa98
 def served_tag(settings: Settings) -> tuple[str, str | None]:
     "The tag to serve and the alias it was reached through (None when named directly)."
     from mlkit.promotion import aliases
@@ -45,7 +45,7 @@ def served_tag(settings: Settings) -> tuple[str, str | None]:
             )
     return resolve_tag(want or None, settings), None
 
-# %% ../nbs/09c_service.ipynb #e99cee48
+# %% ../nbs/09c_service.ipynb #526d9df6
 class Metrics:
     "The service's Prometheus metrics: requests, predictions, rejections, latency, drift, the log's losses."
 
@@ -88,7 +88,7 @@ class Metrics:
 
         return generate_latest(self.registry)
 
-# %% ../nbs/09c_service.ipynb #8cbc589c
+# %% ../nbs/09c_service.ipynb #0f2b0b2a
 class RequestError(MlkitError):
     "A request the service refuses: an HTTP status and a `detail` list like FastAPI's."
 
@@ -126,7 +126,7 @@ class ServingCore:
             else None
         )
         self.log_dir = settings.monitor_dir / tag.replace(":", "/") if settings.monitor_dir else None
-        self.log = PredictionLog(self.log_dir) if self.log_dir else None
+        self.log = PredictionLog(self.log_dir, self.names) if self.log_dir else None
         self._stop = threading.Event()
 
     @classmethod
@@ -162,15 +162,15 @@ class ServingCore:
 
     def predict(self, records: list) -> dict[str, Any]:
         "Labels, class probabilities and ids for validated records; observed for drift and logged."
-        out = self.classifier.predict_records(records)
+        X = self.classifier.matrix(records)
+        labels, probabilities = self.classifier.predict_proba(X)
+        out = self.classifier.answer(labels, probabilities)
         rid = uuid.uuid4().hex[:16]
         ids = [f"{rid}-{i}" for i in range(len(records))]
-        if self.monitor is not None or self.log is not None:
-            rows = [r if isinstance(r, dict) else r.__dict__ for r in records]  # pydantic records or dicts
-            if self.monitor is not None:
-                self.monitor.observe_rows(rows)
-            if self.log is not None:
-                self.log.log(ids, rows, out["labels"], out["probabilities"], self.tag)
+        if self.monitor is not None:  # arrays handed over, not copied: O(1) here, the work is done later
+            self.monitor.observe_matrix(X, self.names)
+        if self.log is not None:
+            self.log.log(ids, X, labels, probabilities, self.tag)
         self.metrics.predictions.labels(self.tag).inc(len(records))
         return {**out, "model": self.tag, "ids": ids}
 
@@ -245,7 +245,7 @@ class ServingCore:
         if self.log is not None:
             self.log.close()
 
-# %% ../nbs/09c_service.ipynb #42f9dd43
+# %% ../nbs/09c_service.ipynb #614ca761
 PROBES = ("/healthz", "/livez", "/readyz")
 _PICKLE = re.compile(rb"pickle", re.I)
 _KNOWN = ("/predict", "/predict_batch", "/metadata", "/drift", "/metrics", *PROBES)

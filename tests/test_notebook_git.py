@@ -38,7 +38,7 @@ def repo(tmp_path, monkeypatch) -> Path:
         shutil.copy(ROOT / name, repo / name)  # what this tree would commit, also before it is committed
     shutil.copy(ROOT / NB, repo / NB)
     git(repo, "add", "-A")
-    git(repo, "commit", "--quiet", "--no-verify", "-m", "this working tree's hook files")
+    git(repo, "commit", "--quiet", "--no-verify", "--allow-empty", "-m", "this working tree's hook files")
     res = subprocess.run(
         ["make", "--no-print-directory", "hooks", f"VENV={VENV}"], cwd=repo, capture_output=True, text=True
     )
