@@ -231,6 +231,8 @@ class ServingCore:
         "Refresh the drift gauges every `every_s` seconds in a background thread."
 
         def loop():
+            from scipy import stats  # noqa: F401  imported now, not under traffic at the first drift report (~1 s)
+
             while not self._stop.wait(every_s):
                 try:
                     self.drift()
@@ -282,6 +284,9 @@ async def _respond(send, status: int, body: bytes, media: bytes = b"application/
 
 def _error(msg: str, kind: str) -> bytes:
     return to_json({"detail": [{"loc": [], "msg": msg, "type": kind}]})
+
+
+_INLINE_ROWS = 1000  # ~5 ms of model, validation and monitoring at the in-process rate
 
 
 class Gateway:
@@ -370,7 +375,9 @@ class Gateway:
             return await _respond(send, err.status, to_json({"detail": err.detail}))
         if path == "/predict_batch":  # BentoML's adaptive batcher takes it from here
             return await self.app(scope, _replay(body, receive), send)
-        if len(records) > 64:  # a big request must not stall the event loop
+        # Inline on the event loop up to _INLINE_ROWS records (a few ms): a worker thread hands the GIL back and
+        # forth with the loop and made 100-record requests 3x slower (reports/benchmarks/serving.md).
+        if len(records) > _INLINE_ROWS:
             import anyio
 
             out = await anyio.to_thread.run_sync(core.predict, records)

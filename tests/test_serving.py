@@ -59,6 +59,29 @@ def test_valid_records_get_labels_probabilities_and_ids_in_order(http, rows, pip
     assert len(set(body["ids"])) == len(rows)
 
 
+def test_a_request_over_the_inline_limit_is_answered_whole_and_in_order(exported, settings, pipeline):
+    "Above _INLINE_ROWS records the gateway runs the model in a worker thread: same answer, same order."
+    import anyio
+
+    from mlkit.service import _INLINE_ROWS, Gateway, ServingCore
+
+    roomy = {"model": exported.tag, "monitor_dir": None, "max_records": 5000, "max_body_bytes": 10**7}
+    core = ServingCore.from_store(type(settings)(**{**settings.__dict__, **roomy}))
+    big = load_dataset("breast_cancer").frame.sample(_INLINE_ROWS + 200, replace=True, random_state=5)
+
+    async def inner(scope, receive, send):
+        raise AssertionError("the gateway answers POST /predict itself")
+
+    async def post():
+        transport = httpx.ASGITransport(app=Gateway(inner, core=lambda: core))
+        async with httpx.AsyncClient(transport=transport, base_url="http://mlkit") as client:
+            return await client.post("/predict", json={"records": records(big)})
+
+    r = anyio.run(post)
+    assert r.status_code == 200, r.text[:500]
+    assert r.json()["labels"] == pipeline.predict(big[FEATURES]).tolist()
+
+
 def bad_cases(rows):
     missing = one(rows)
     del missing["worst_area"]

@@ -7,7 +7,8 @@ The model is made by the project's own flow (the experiment notebook run by pape
 one exported) into an isolated state folder (`--state`, reused when present; tests/conftest.py's isolated_env).
 Servers, each started fresh per repetition:
   (a) baseline_fastapi.py under uvicorn, 1 worker, no access log: POST /predict, one record
-  (b) `bentoml serve mlkit.serving:ModelService`: POST /predict, one record (monitoring to a temp MLKIT_MONITOR_DIR)
+  (b) `bentoml serve mlkit.serving:ModelService`: POST /predict, one record (monitoring to a temp MLKIT_MONITOR_DIR),
+      and (b'') POST /predict with `--batch-rows` records per request (rows/s, c32)
   (c) the same server's POST /predict_batch with `--batch-rows` records (rows/s), and one record at concurrency 1
       (what adaptive batching adds for a lone caller); skipped with a note while the endpoint does not exist
   (e) serving_floor.py: a constant answer with mlkit's service config, from a @bentoml.api and from an ASGI
@@ -126,12 +127,13 @@ def run_mlkit(info: dict, rec: dict, args, monitor_dir: str, extra_env: dict | N
         if extra_env:  # a second configuration (e.g. monitoring off): the c32 point is enough
             return out
         out["predict1"] = point(url + "/predict", one, 1, args.seconds, args.warmup)
+        many = lua_script({"records": [rec] * args.batch_rows})
+        out["multi32"] = point(url + "/predict", many, 32, args.seconds, args.warmup)
         status, body = post(url + "/predict_batch", {"records": [rec] * args.batch_rows})
         if status == 404:
             out["batch"] = None
         else:
             assert status == 200, body
-            many = lua_script({"records": [rec] * args.batch_rows})
             out["batch32"] = point(url + "/predict_batch", many, 32, args.seconds, args.warmup)
             out["batch32"]["rows_s"] = out["batch32"]["rps"] * args.batch_rows
             out["batch1"] = point(url + "/predict_batch", one, 1, args.seconds, args.warmup)
@@ -254,6 +256,14 @@ def report(res: dict, ceiling: dict, args, load_before: str, info: dict) -> None
     row("(b) mlkit `bentoml serve`, /predict 1 record", m, "predict32", "predict1")
     if res["mlkit_nomon"]:
         row("(b') mlkit, monitoring off", res["mlkit_nomon"], "predict32", None)
+    row(
+        f"(b'') mlkit /predict, {args.batch_rows} records/request (rows/s)",
+        m,
+        "multi32",
+        None,
+        args.batch_rows,
+        " rows/s",
+    )
     if has_batch:
         row(
             f"(c) mlkit /predict_batch, {args.batch_rows} rows/request (c32: rows/s; c1: 1 record)",
@@ -293,7 +303,7 @@ def report(res: dict, ceiling: dict, args, load_before: str, info: dict) -> None
     bad = sum(
         r[k]["non2xx"] + r[k]["errors"]
         for r in m
-        for k in ("predict32", "predict1", "batch32", "batch1")
+        for k in ("predict32", "predict1", "multi32", "batch32", "batch1")
         if r.get(k)
     )
     checks.append((f"mlkit answered every request with 2xx ({bad} non-2xx or socket errors)", bad == 0))
