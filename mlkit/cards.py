@@ -477,8 +477,16 @@ def _limitations(meta: dict, holdout: pd.DataFrame | None, cis: list[MetricCI], 
         f"Trained and evaluated on one data set: {data or 'not recorded'}; how it behaves on data from other "
         "sources or periods is unknown."
     ]
-    guards = (meta.get("metrics") or {}).get("guard_findings")
-    if guards is not None:
+    found = meta.get("guard_findings")
+    guards = len(found) if found is not None else (meta.get("metrics") or {}).get("guard_findings")
+    if found:
+        listed = "; ".join(f"{f['severity']}: {f['message']}" for f in found[:5])
+        more = f" (and {len(found) - 5} more)" if len(found) > 5 else ""
+        out.append(
+            f"The leakage guards (train/test duplicates, single-feature leaks, time order) raised {len(found)} "
+            f"finding(s) on its split: {listed}{more}."
+        )
+    elif guards is not None:
         out.append(
             f"The leakage guards (train/test duplicates, single-feature leaks, time order) raised {int(guards)} "
             "finding(s) on its split; see the run's executed notebook."

@@ -513,6 +513,7 @@ def export_run(
         "data": record.data,
         "metrics": record.metrics,
         "primary_metric": record.primary_metric,
+        "guard_findings": record.findings,  # None (no guards ran) is dropped below
         "parity": dataclasses.asdict(parity),
         "features": info["features"],
         "classes": info["classes"],

@@ -132,9 +132,11 @@ def study_report(
             f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in t.params.items()
         )
         note = html.escape(str(t.user_attrs.get("error", ""))[:120])
+        found = (run.findings if run is not None else None) or []
+        guards = "<br>".join(html.escape(f"{f['severity']}: {f['message']}") for f in found)
         rows.append(
             f"<tr><td>{t.number}</td><td>{t.state.name.lower()}</td><td>{value}</td>"
-            f"<td>{html.escape(params)}</td><td>{link}</td><td>{note}</td></tr>"
+            f"<td>{html.escape(params)}</td><td>{link}</td><td>{guards}</td><td>{note}</td></tr>"
         )
     counts = {s: sum(t.state.name == s for t in st.trials) for s in ("COMPLETE", "PRUNED", "FAIL", "RUNNING")}
     figures = "".join(f"<h2>{title}</h2>{body}" for title, body in _figures(st))
@@ -146,7 +148,7 @@ td,th{{border:1px solid #ccc;padding:4px 8px;font-size:14px}}.note{{color:#777}}
 <p>Storage: {html.escape(location)} &middot; direction: {st.direction.name.lower()} &middot;
 {", ".join(f"{v} {k.lower()}" for k, v in counts.items())}</p>
 <h2>Leaderboard</h2><table><tr><th>trial</th><th>state</th><th>value</th><th>parameters</th><th>run</th>
-<th>error</th></tr>{"".join(rows)}</table>{figures}</body></html>"""
+<th>guard findings</th><th>error</th></tr>{"".join(rows)}</table>{figures}</body></html>"""
     atomic_write(out, page)
     return out
 

@@ -6,8 +6,8 @@ Docs: https://mlkit-dev.github.io/mlkit/tracking.html.md"""
 
 # %% auto #0
 __all__ = ['runs_table', 'STATUSES', 'RUN_DIR_ENV', 'RunRecord', 'RunStore', 'best_run', 'Leaderboard', 'leaderboard',
-           'list_runs', 'current_run_dir', 'log_metrics', 'log_dataset', 'log_model', 'log_history', 'report',
-           'read_history', 'read_run_outputs', 'log_to_wandb']
+           'list_runs', 'current_run_dir', 'log_metrics', 'log_dataset', 'log_findings', 'log_model', 'log_history',
+           'report', 'read_history', 'read_run_outputs', 'log_to_wandb']
 
 # %% ../nbs/05_tracking.ipynb #a47b1d8a
 import dataclasses
@@ -47,6 +47,7 @@ runs_table = sa.Table(
     sa.Column("cache_key", sa.String(80)),  # sha256 of notebook hash + parameters (see runner.cache_key)
     sa.Column("study", sa.String(256)),  # the sweep's Optuna study, when the run is a trial
     sa.Column("trial", sa.Integer),  # the trial's number in that study
+    sa.Column("findings", sa.JSON),  # the leakage guards' findings the notebook logged (log_findings)
 )
 STATUSES = ("running", "finished", "failed", "pruned")
 
@@ -73,6 +74,9 @@ class RunRecord(Displayable):
     cache_key: str | None = None
     study: str | None = None
     trial: int | None = None
+    findings: list | None = (
+        None  # [{'check', 'severity', 'message', 'details'}]; None: the notebook logged none
+    )
 
     @property
     def score(self) -> float | None:
@@ -414,6 +418,15 @@ def log_dataset(
     return fp
 
 
+def log_findings(
+    findings: list,  # `mlkit.guards.Finding`s (or their dicts), e.g. from `check_split`
+) -> int:
+    "Record what the leakage guards found on this run's split (an empty list records that they found nothing)."
+    rows = [f.to_dict() if hasattr(f, "to_dict") else dict(f) for f in findings]
+    atomic_write(current_run_dir() / "findings.json", json.dumps(rows, indent=1, default=float))
+    return len(rows)
+
+
 def log_model(
     model,  # a fitted scikit-learn estimator
     X_holdout,  # held-out feature rows (DataFrame), used for the export's parity check
@@ -484,14 +497,16 @@ def read_history(run_dir: Path | str) -> list[dict]:
 
 
 def read_run_outputs(run_dir: Path | str) -> dict[str, Any]:
-    "What a notebook recorded in `run_dir`: metrics, primary metric and direction, data fingerprints."
+    "What a notebook recorded in `run_dir`: metrics, primary metric and direction, data fingerprints, guard findings."
     run_dir = Path(run_dir)
     m = _read_json(run_dir / "metrics.json")
+    findings = run_dir / "findings.json"
     return {
         "metrics": m.get("metrics", {}),
         "primary_metric": m.get("primary"),
         "direction": m.get("direction"),
         "data": _read_json(run_dir / "data.json"),
+        "findings": json.loads(findings.read_text()) if findings.is_file() else None,
     }
 
 # %% ../nbs/05_tracking.ipynb #d64d1b9f

@@ -25,7 +25,8 @@ steps: int = 3  # how many intermediate values
 fail: bool = False  # raise, to test failing trials
 pause: float = 0.0  # seconds of sleep per step, to look like real work"""
 BODY = """import time
-from mlkit.tracking import log_metrics, report
+from mlkit.tracking import log_findings, log_metrics, report
+log_findings([{"check": "duplicate_rows", "severity": "warning", "message": f"x={x:.4f}", "details": {"x": x}}])
 for step in range(steps):
     time.sleep(pause)
     report(quality, step, name="quality")
@@ -345,6 +346,11 @@ def test_compare_and_study_report(quick, state):
     for run in runs:
         link = html.split(f">{run.id}</a>")[0].rsplit("href='", 1)[1].split("'")[0]
         assert (page.parent / link).resolve() == Path(run.output_path).resolve()
+        want = {"check": "duplicate_rows", "severity": "warning", "message": f"x={run.parameters['x']:.4f}"}
+        assert run.findings == [{**want, "details": {"x": run.parameters["x"]}}], (
+            "the record keeps the findings"
+        )
+        assert f"warning: {want['message']}</td>" in html, "the report lists each trial's findings"
     assert "Optimisation history" in html and "plotly" in html
     page.unlink()
     missing = mlkit("report", "--study", "nope", env=env)
