@@ -12,6 +12,7 @@ MLKIT_API_KEY set, all but the health probes need `Authorization: Bearer <key>` 
 Hand-written (not generated): starting a server makes a poor executed doc.
 """
 
+import gc
 import os
 from typing import Annotated, Any
 
@@ -42,13 +43,17 @@ def core() -> ServingCore:
     if _core is None:
         _core = ServingCore.from_store(_settings)
         _core.start()
+        gc.collect()
+        gc.freeze()  # what is loaded now lives as long as the worker: full collections need not walk it again
     return _core
 
 
 @bentoml.service(
     name="mlkit_model",
     http={"host": _settings.host, "port": _settings.port},
-    traffic={"timeout": 30},
+    # BentoML keeps a timer per request for `timeout` seconds (never cancelled): at thousands of requests a
+    # second a long timeout means long full garbage collections, i.e. the p99 (reports/benchmarks/serving.md)
+    traffic={"timeout": 10},
     workers=1,
     # the gateway serves mlkit's own Prometheus metrics at /metrics; BentoML's per-request metrics and tracing
     # middleware would double the cost of every request (reports/benchmarks/serving_profile.md)

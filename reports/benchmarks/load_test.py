@@ -11,10 +11,10 @@ flight when the time is up (they are awaited, not cut). After `--warmup` s the R
 (psutil) is sampled, then every window, then at the end. The server is stopped with SIGTERM and, once it has
 exited, every Parquet file under MLKIT_MONITOR_DIR is read with pyarrow and its rows counted.
 
-The warm-up (35 s) outlasts the service's `traffic.timeout` (30 s) on purpose: BentoML's TimeoutMiddleware
-schedules one timer per request (`loop.call_later(timeout, ...)`, never cancelled) that holds the request's
-future for `timeout` seconds, so RSS rises with rate x timeout for the first 30 s of load and is flat after.
-Growth measured from then on is growth that would not stop.
+The warm-up (35 s) outlasts the service's `traffic.timeout` (10 s in mlkit.serving, 30 s before) on purpose:
+BentoML's TimeoutMiddleware schedules one timer per request (`loop.call_later(timeout, ...)`, never cancelled)
+that holds the request's future for `timeout` seconds, so RSS rises with rate x timeout for the first `timeout`
+seconds of load and is flat after. Growth measured from then on is growth that would not stop.
 
 Targets (exit 1 and say which when one is missed): zero 5xx and zero failed connections; RSS of the tree and of
 the worker(s) at the end within `--mem-tolerance` (20%) of after warm-up; p99 of the last window no worse than
