@@ -73,6 +73,7 @@ def test_run_the_experiment_notebook_in_jupyterlab(tmp_path, browser):
         roc_auc = float(re.search(r"roc_auc\s+([0-9.]+)", text).group(1))
         assert roc_auc > 0.9, text
         assert page.locator("[data-mime-type='application/vnd.jupyter.error']").count() == 0, "no cell raised"
+        assert page.get_by_text("official Jupyter news").count() == 0, "mlkit lab answers the news prompt"
         SHOTS.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(SHOTS / "lab.png"))
         page.close()
