@@ -171,6 +171,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                             'mlkit.docs._directives': ('docs.html#_directives', 'mlkit/docs.py'),
                             'mlkit.docs._entry': ('docs.html#_entry', 'mlkit/docs.py'),
                             'mlkit.docs._fmt_annotation': ('docs.html#_fmt_annotation', 'mlkit/docs.py'),
+                            'mlkit.docs._md': ('docs.html#_md', 'mlkit/docs.py'),
                             'mlkit.docs._module_of': ('docs.html#_module_of', 'mlkit/docs.py'),
                             'mlkit.docs._page': ('docs.html#_page', 'mlkit/docs.py'),
                             'mlkit.docs._read_nb': ('docs.html#_read_nb', 'mlkit/docs.py'),

@@ -159,18 +159,28 @@ def _page(title: str, body: str, depth: int = 0) -> str:
     )
 
 
+def _md(text: str, inline: bool = False) -> str:
+    "Markdown (docstrings, parameter comments) to HTML, any HTML in it escaped; `inline`: without the <p>."
+    import mistune
+
+    out = mistune.create_markdown(escape=True)(text).strip()
+    if inline and out.startswith("<p>") and out.endswith("</p>") and out.count("<p>") == 1:
+        out = out[3:-4]
+    return out
+
+
 def api_page(
     module: str,  # the module to document, e.g. mlkit.lab
 ) -> str:
     "An HTML page of `module`'s API: per entry its signature, docstring and a table of parameters and their comments."
     mod = importlib.import_module(module)
-    out = [f"<h1><code>{module}</code></h1>", f"<p>{html.escape(inspect.getdoc(mod) or '')}</p>"]
+    out = [f"<h1><code>{module}</code></h1>", _md(inspect.getdoc(mod) or "")]
     for e in api_entries(module):
         out.append(f"<section class='api' id='{html.escape(e.name)}'>")
         out.append(f"<h2><code>{html.escape(e.name)}</code> <span class='kind'>{e.kind}</span></h2>")
         out.append(f"<pre class='signature'>{html.escape(e.signature)}</pre>")
         if e.doc:
-            out.append(f"<p class='doc'>{html.escape(e.doc)}</p>")
+            out.append(f"<div class='doc'>{_md(e.doc)}</div>")
         if e.params:
             out.append("<table class='params'><thead><tr><th>parameter</th><th>type</th><th>default</th>")
             out.append("<th>details</th></tr></thead><tbody>")
@@ -181,7 +191,7 @@ def api_page(
                     html.escape(p.default),
                 ]
                 out.append(
-                    "<tr>" + "".join(f"<td>{c}</td>" for c in [*cells, html.escape(p.comment)]) + "</tr>"
+                    "<tr>" + "".join(f"<td>{c}</td>" for c in [*cells, _md(p.comment, inline=True)]) + "</tr>"
                 )
             out.append("</tbody></table>")
         out.append("</section>")
