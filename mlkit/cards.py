@@ -475,23 +475,20 @@ def _limitations(meta: dict, holdout: pd.DataFrame | None, cis: list[MetricCI], 
         f"Trained and evaluated on one data set: {data or 'not recorded'}; how it behaves on data from other "
         "sources or periods is unknown."
     ]
-    found = meta.get("guard_findings")
-    guards = len(found) if found is not None else (meta.get("metrics") or {}).get("guard_findings")
-    if found:
-        listed = "; ".join(f"{f['severity']}: {f['message']}" for f in found[:5])
-        more = f" (and {len(found) - 5} more)" if len(found) > 5 else ""
-        out.append(
-            f"The leakage guards (train/test duplicates, single-feature leaks, time order) raised {len(found)} "
-            f"finding(s) on its split: {listed}{more}."
-        )
-    elif guards is not None:
-        out.append(
-            f"The leakage guards (train/test duplicates, single-feature leaks, time order) raised {int(guards)} "
-            "finding(s) on its split; see the run's executed notebook."
-            if guards
-            else "The leakage guards (train/test duplicates, single-feature leaks, time order) found nothing on "
-            "its split."
-        )
+    found = meta.get("guard_findings")  # the findings themselves; older models recorded only their count
+    count = len(found) if found is not None else (meta.get("metrics") or {}).get("guard_findings")
+    if count is not None:
+        guards = "The leakage guards (train/test duplicates, single-feature leaks, time order)"
+        if not count:
+            out.append(f"{guards} found nothing on its split.")
+        elif found:
+            more = f" (and {len(found) - 5} more)" if len(found) > 5 else ""
+            listed = "; ".join(f"{f['severity']}: {f['message']}" for f in found[:5])
+            out.append(f"{guards} raised {len(found)} finding(s) on its split: {listed}{more}.")
+        else:
+            out.append(
+                f"{guards} raised {int(count)} finding(s) on its split; see the run's executed notebook."
+            )
     if holdout is not None and cis:
         acc = cis[0]
         out.append(

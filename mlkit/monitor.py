@@ -233,7 +233,7 @@ class DriftMonitor:
         self._recent = {
             name: deque(maxlen=window) for name, e in profile["features"].items() if e["kind"] in DRIFT_TESTS
         }
-        self._pending: list[dict] = []  # observed columns not yet folded into the window
+        self._pending: list[np.ndarray] = []  # observed request inputs not yet folded into the window
         self._count = 0
         self._lock = threading.Lock()
 
