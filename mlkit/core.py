@@ -94,7 +94,7 @@ class Settings:
     max_records: int  # most records one /predict request may carry
     max_body_bytes: int  # larger request bodies get 413
     max_batch_size: int  # adaptive batching of /predict_batch: most records in one model call
-    max_latency_ms: float  # adaptive batching: the latency budget; BentoML sheds (503) what would exceed it
+    max_latency_ms: float  # adaptive batching: the latency budget (what would exceed it is answered alone)
     monitor_dir: Path | None  # where the service logs inputs and predictions (Parquet); None: not logged
     drift_window: int  # recent values per feature the service tests for drift
     drift_alpha: float  # false-discovery rate of the drift tests

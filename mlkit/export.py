@@ -311,12 +311,23 @@ def _int8(onnx_bytes: bytes) -> bytes:
         return dst.read_bytes()
 
 
+class _NotApplicable(ExportError):
+    "The quantizer has nothing to convert in this graph."
+
+
 def _fp16(onnx_bytes: bytes) -> bytes:
     import onnx
     from onnxruntime.transformers.float16 import convert_float_to_float16
 
-    model = convert_float_to_float16(onnx.load_from_string(onnx_bytes), keep_io_types=True)
-    return model.SerializeToString()
+    model = onnx.load_from_string(onnx_bytes)
+    # scikit-learn's operators (ai.onnx.ml) compute in float32 only; converting around them left a Concat with a
+    # float and a float16 input in a model with string inputs, which onnxruntime refused to load
+    ml = sorted({n.op_type for n in model.graph.node if n.domain == "ai.onnx.ml"})
+    if ml:
+        raise _NotApplicable(
+            f"fp16 converts tensor operators; this graph computes with {', '.join(ml)} (ai.onnx.ml), float32 only"
+        )
+    return convert_float_to_float16(model, keep_io_types=True).SerializeToString()
 
 
 QUANTIZERS: dict[str, Callable[[bytes], bytes]] = {"int8": _int8, "fp16": _fp16}
@@ -345,6 +356,9 @@ def quantize_variants(
             data = QUANTIZERS[kind](onnx_bytes)
             variant = make_classifier(data, features, classes, files, threads=1)
             labels, proba = variant.predict_proba(X)
+        except _NotApplicable as err:
+            report[kind] = {"kept": False, "reason": f"not applicable: {err}"}
+            continue
         except Exception as err:
             report[kind] = {"kept": False, "reason": f"conversion failed: {err}"[:300]}
             continue

@@ -159,6 +159,7 @@ SERVING_PACKAGES = (
     "pyarrow",
     "scipy",
     "prometheus-client",
+    "msgspec",
     "uvloop",
     "httptools",
 )

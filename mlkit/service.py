@@ -6,17 +6,22 @@
 __all__ = ['PROBES', 'served_tag', 'Metrics', 'RequestError', 'ServingCore', 'Gateway']
 
 # %% ../nbs/09c_service.ipynb #df9868e6
+import asyncio
+import functools
 import hmac
+import itertools
 import json
 import os
 import re
+import secrets
 import threading
 import time
-import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Annotated, Any
 
+import msgspec
+import numpy as np
 import pydantic
 from pydantic import ConfigDict, Field
 from pydantic_core import to_json
@@ -65,6 +70,17 @@ class Metrics:
             buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
             registry=r,
         )
+        self.alone = Counter(
+            "mlkit_batch_alone",
+            "/predict_batch requests the batcher could not fit into a batch within max_latency_ms, answered alone",
+            registry=r,
+        )
+        self.batch_rows = Histogram(
+            "mlkit_batch_rows",
+            "Rows per model call of /predict_batch (requests merged by the adaptive batcher)",
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096),
+            registry=r,
+        )
         self.drift_p = Gauge(
             "mlkit_drift_p_adjusted", "Adjusted drift p-value per feature", ["feature"], registry=r
         )
@@ -95,6 +111,22 @@ class RequestError(MlkitError):
         self.status, self.detail = status, detail
 
 
+def _plain_decoder(features: list[dict], max_records: int):
+    "A msgspec decoder of request bodies for a model of float features only (the contract's ranges, nullability, no extra fields); None for other models."
+    if not all(f["dtype"] == "float" and not f.get("allowed") for f in features):
+        return None
+    fields = []
+    for i, f in enumerate(features):
+        bounds = {k: f[m] for k, m in (("ge", "min"), ("le", "max")) if f.get(m) is not None}
+        kind = Annotated[float, msgspec.Meta(**bounds)] if bounds else float
+        fields.append((f"f{i}", (kind | None) if f.get("nullable") else kind))
+    names = {f"f{i}": f["name"] for i, f in enumerate(features)}
+    Record = msgspec.defstruct("Record", fields, rename=names, forbid_unknown_fields=True, gc=False)
+    records = Annotated[list[Record], msgspec.Meta(min_length=1, max_length=max_records)]
+    Request = msgspec.defstruct("Request", [("records", records)], forbid_unknown_fields=True)
+    return msgspec.json.Decoder(Request)
+
+
 class ServingCore:
     "A served model: validation, prediction, drift window, prediction log and metrics, independent of HTTP."
 
@@ -113,6 +145,9 @@ class ServingCore:
         self.names = [f["name"] for f in self.features]
         self.classifier = make_classifier(model, self.features, metadata["classes"], files or {})
         self.Record = record_model(self.features)
+        self._plain = (
+            _plain_decoder(self.features, settings.max_records) if not self.classifier.per_column else None
+        )
         records = Annotated[list[self.Record], Field(min_length=1, max_length=settings.max_records)]
         self.Request = pydantic.create_model(
             "PredictRequest", __config__=ConfigDict(extra="forbid"), records=(records, ...)
@@ -126,6 +161,8 @@ class ServingCore:
         self.log_dir = settings.monitor_dir / tag.replace(":", "/") if settings.monitor_dir else None
         self.log = PredictionLog(self.log_dir, self.names) if self.log_dir else None
         self._stop = threading.Event()
+        # ids: a random prefix per core, then the request's number and the row's (uuid4 was a syscall a request)
+        self._id_prefix, self._requests = secrets.token_hex(6), itertools.count()
 
     @classmethod
     def from_store(cls, settings: Settings | None = None) -> "ServingCore":
@@ -158,27 +195,67 @@ class ServingCore:
             detail = [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in errors]
             raise RequestError(422, detail) from None
 
+    def matrix(self, body: bytes | str) -> np.ndarray:
+        "The model's input rows of a request body; `RequestError` as `parse` raises it."
+        X = self._plain_matrix(body) if self._plain is not None else None
+        return self.classifier.matrix(self.parse(body)) if X is None else X
+
+    def _plain_matrix(self, body: bytes | str) -> np.ndarray | None:
+        "The float matrix of a body msgspec finds valid under the contract, or None: then pydantic decides and words the error."
+        try:
+            records = self._plain.decode(body).records
+        except (msgspec.ValidationError, msgspec.DecodeError):
+            return None
+        return np.array(list(map(msgspec.structs.astuple, records)), dtype=np.float32)
+
     def predict(self, records: list) -> dict[str, Any]:
         "Labels, class probabilities and ids for validated records; observed for drift and logged."
-        X = self.classifier.matrix(records)
-        labels, probabilities = self.classifier.predict_proba(X)
+        return self.predict_matrix(self.classifier.matrix(records))
+
+    def predict_matrix(self, X: np.ndarray) -> dict[str, Any]:
+        "`predict` for rows already in the model's input form (`matrix`)."
+        return self._answer(X, *self.classifier.predict_proba(X))
+
+    def _answer(self, X, labels: np.ndarray, probabilities: np.ndarray) -> dict[str, Any]:
+        "The answer to one request whose rows `X` the model has predicted: ids given, drift observed, rows logged."
         out = self.classifier.answer(labels, probabilities)
-        rid = uuid.uuid4().hex[:16]
-        ids = [f"{rid}-{i}" for i in range(len(records))]
+        rid = f"{self._id_prefix}{next(self._requests):x}"
+        ids = [f"{rid}-{i}" for i in range(len(X))]
         if self.monitor is not None:  # arrays handed over, not copied: O(1) here, the work is done later
             self.monitor.observe_matrix(X, self.names)
         if self.log is not None:
             self.log.log(ids, X, labels, probabilities, self.tag)
-        self.metrics.predictions.labels(self.tag).inc(len(records))
+        self.metrics.predictions.labels(self.tag).inc(len(X))
         return {**out, "model": self.tag, "ids": ids}
 
     def predict_rows(self, records: list) -> list[dict[str, Any]]:
         "One answer per record (the batch endpoint's shape): id, label, probabilities."
-        out = self.predict(records)
-        return [
-            {"id": i, "label": label, "probabilities": p}
-            for i, label, p in zip(out["ids"], out["labels"], out["probabilities"], strict=True)
-        ]
+        return _rows(self.predict(records))
+
+    async def predict_together(self, parts: Sequence[np.ndarray]) -> list[np.ndarray]:
+        "One model call for the rows of several requests (the adaptive batcher's callback; runs on the event loop)."
+        X = parts[0] if len(parts) == 1 else np.concatenate(parts)
+        labels, probabilities = self.classifier.predict_proba(X)
+        self.metrics.batch_rows.observe(len(X))
+        # the label's class position as a last column: one float array, which the batcher splits per caller
+        position = self._positions.get_indexer(labels)
+        packed = np.column_stack([probabilities.astype(np.float64), position.astype(np.float64)])
+        return np.split(packed, np.cumsum([len(p) for p in parts[:-1]]))
+
+    def rows_from(self, X, packed: np.ndarray) -> list[dict[str, Any]]:
+        "The batch endpoint's answer for one request's rows `X` from its share of `predict_together`."
+        labels = self._classes[packed[:, -1].astype(np.intp)]
+        return _rows(self._answer(X, labels, packed[:, :-1]))
+
+    @functools.cached_property
+    def _positions(self):
+        import pandas as pd
+
+        return pd.Index(self.classifier.classes)
+
+    @functools.cached_property
+    def _classes(self) -> np.ndarray:
+        return np.asarray(self.classifier.classes)
 
     def describe(self) -> dict[str, Any]:
         "What `GET /metadata` answers: the model, its alias, lineage, contract and export figures."
@@ -245,6 +322,13 @@ class ServingCore:
         if self.log is not None:
             self.log.close()
 
+
+def _rows(out: dict[str, Any]) -> list[dict[str, Any]]:
+    return [
+        {"id": i, "label": label, "probabilities": p}
+        for i, label, p in zip(out["ids"], out["labels"], out["probabilities"], strict=True)
+    ]
+
 # %% ../nbs/09c_service.ipynb #614ca761
 PROBES = ("/healthz", "/livez", "/readyz")
 _PICKLE = re.compile(rb"pickle", re.I)
@@ -256,6 +340,10 @@ class _TooLarge(Exception):
 
 
 class _Gone(Exception):
+    pass
+
+
+class _Overloaded(Exception):
     pass
 
 
@@ -297,6 +385,23 @@ class Gateway:
         api_key: str | None = None,  # when set, required by every endpoint but the health probes
     ):
         self.app, self._core, self.api_key = app, core, (api_key.encode() if api_key else None)
+        self._batcher, self._batcher_loop = None, None
+
+    def _batch(self, core: ServingCore):
+        "BentoML's adaptive batcher (the CorkDispatcher its batchable APIs use) around `core.predict_together`."
+        loop = asyncio.get_running_loop()
+        if (
+            self._batcher_loop is not loop
+        ):  # one per event loop (a worker has one; test clients may start more)
+            from bentoml._internal.marshal.dispatcher import CorkDispatcher
+
+            def overloaded():
+                raise _Overloaded()
+
+            s = core.settings
+            cork = CorkDispatcher(s.max_latency_ms, s.max_batch_size, fallback=overloaded, get_batch_size=len)
+            self._batcher, self._batcher_loop = cork(core.predict_together), loop
+        return self._batcher
 
     def _authorized(self, headers: dict[bytes, bytes]) -> bool:
         given = headers.get(b"x-api-key")
@@ -367,21 +472,28 @@ class Gateway:
         if path not in ("/predict", "/predict_batch"):
             return await self.app(scope, _replay(body, receive), send)
         try:
-            records = core.parse(body)
+            X = core.matrix(body)
         except RequestError as err:
             core.metrics.rejected.labels("invalid").inc()
             return await _respond(send, err.status, to_json({"detail": err.detail}))
-        if path == "/predict_batch":  # BentoML's adaptive batcher takes it from here
-            return await self.app(scope, _replay(body, receive), send)
+        if path == "/predict_batch":  # requests arriving together share one model call
+            try:
+                packed = await self._batch(core)(X)
+            except (
+                _Overloaded
+            ):  # the batcher gave up fitting it in a batch within max_latency_ms: answer it alone
+                core.metrics.alone.inc()
+                (packed,) = await core.predict_together([X])
+            return await _respond(send, 200, msgspec.json.encode(core.rows_from(X, packed)))
         # Inline on the event loop up to _INLINE_ROWS records (a few ms): a worker thread hands the GIL back and
         # forth with the loop and made 100-record requests 3x slower (reports/benchmarks/serving.md).
-        if len(records) > _INLINE_ROWS:
+        if len(X) > _INLINE_ROWS:
             import anyio
 
-            out = await anyio.to_thread.run_sync(core.predict, records)
+            out = await anyio.to_thread.run_sync(core.predict_matrix, X)
         else:
-            out = core.predict(records)
-        await _respond(send, 200, to_json(out))
+            out = core.predict_matrix(X)
+        await _respond(send, 200, msgspec.json.encode(out))
 
 
 def _replay(body: bytes, receive):

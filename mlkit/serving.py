@@ -6,8 +6,8 @@
 Serves what the `model` setting names (MLKIT_MODEL): an alias (`production` by default), a tag or a model name.
 Only ONNX (and a text model's tokenizer.json, and the JSON reference profile) is loaded; nothing is unpickled.
 
-Endpoints: POST /predict (answered by the gateway in front of BentoML's stack), POST /predict_batch (BentoML's
-adaptive batching), GET /metadata, GET /drift, GET /metrics, and BentoML's /healthz, /livez, /readyz. With
+Endpoints: POST /predict and POST /predict_batch (answered by the gateway in front of BentoML's stack; the batch
+endpoint through BentoML's adaptive batcher, the CorkDispatcher of `batchable=True`), GET /metadata, GET /drift, GET /metrics, and BentoML's /healthz, /livez, /readyz. With
 MLKIT_API_KEY set, all but the health probes need `Authorization: Bearer <key>` or `X-API-Key: <key>`.
 Hand-written (not generated): starting a server makes a poor executed doc.
 """
@@ -30,8 +30,8 @@ _tag, _alias = served_tag(_settings)  # a clear error when nothing can be served
 _stored = get_model(_tag, _settings)
 Record = record_model(_stored.info.metadata["features"])
 Records = Annotated[list[Record], Field(min_length=1, max_length=_settings.max_records)]
-# The gateway has validated a /predict_batch body against Record (422 otherwise) before BentoML parses it: the
-# batch signature takes plain dicts, documented with Record's schema, so the rows are not validated twice.
+# The gateway answers /predict_batch itself (validated against Record, batched by BentoML's CorkDispatcher with
+# the settings below): this signature documents Record's schema in the OpenAPI document.
 Checked = Annotated[dict[str, Any], WithJsonSchema(Record.model_json_schema())]
 Json = ContentType("application/json")  # a fixed media type: BentoML otherwise derives it per response
 _core: ServingCore | None = None
@@ -84,6 +84,8 @@ class ModelService:
     )
     def predict_batch(self, records: list[Checked]) -> Annotated[list[dict[str, Any]], Json]:
         "One {id, label, probabilities} per record; requests arriving together share one model call."
+        # Like /predict, the gateway answers this route (same core, same batching settings); this method answers
+        # only if the gateway is taken out.
         return self.core.predict_rows(records)
 
     @bentoml.on_shutdown

@@ -148,3 +148,26 @@ def test_a_pipeline_without_an_encoder_is_refused_at_export(churn):
     model = build_model("hgb", max_iter=5).fit(churn.X[numeric], churn.y)
     with pytest.raises(ExportError, match="need an encoder inside the pipeline"):
         sklearn_to_onnx(model, churn.X.head(), feature_spec(churn.schema))
+
+
+def test_quantized_variants_of_a_model_with_string_inputs(churn_export, pipeline, rows, settings, store):
+    "int8 and fp16 of an export with string inputs: kept within budget and answering raw rows, or dropped with a reason."
+    run, _ = churn_export
+    result = export_run(run.id, quantize=["int8", "fp16"], settings=settings, store=store)
+    assert set(result.quantization) == {"int8", "fp16"}
+    model = get_model(result.tag, settings)
+    meta = model.info.metadata
+    for kind, report in result.quantization.items():
+        assert report["reason"] and not report["reason"].startswith("conversion failed"), report
+        if kind == "fp16":  # scikit-learn's ML operators stay float32: nothing to convert, said so
+            assert report["reason"].startswith("not applicable: fp16 converts tensor operators"), report
+            assert "OneHotEncoder" in report["reason"] and not report["kept"]
+            continue
+        assert report["metric"] is not None and report["size_bytes"] > 0
+        stored = f"model.{kind}.onnx"
+        assert (stored in meta["variants"].values()) == report["kept"]
+        if report["kept"]:  # a kept variant takes the same raw strings and stays within the budget
+            variant = OnnxClassifier(model.path_of(stored), meta["features"], meta["classes"])
+            labels, proba = variant.predict_proba(rows)
+            assert (labels == pipeline.predict(rows)).mean() >= 0.95
+            assert np.abs(proba - pipeline.predict_proba(rows)).max() < 0.1

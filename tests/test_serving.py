@@ -1,13 +1,14 @@
 """A real `bentoml serve mlkit.serving:ModelService` on a loopback port, driven over HTTP."""
 
+import asyncio
 import json
 import math
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
 import joblib
+import numpy as np
 import pytest
 from hypothesis import HealthCheck, given
 from hypothesis import settings as settings_
@@ -178,16 +179,32 @@ def test_health_probes_and_metrics(http):
     assert 'mlkit_request_duration_seconds_count{endpoint="/predict"}' in text
 
 
+def batched(http) -> tuple[float, float]:
+    "Model calls of the batch endpoint so far, and the rows they predicted (from /metrics)."
+    found = dict.fromkeys(("mlkit_batch_rows_count", "mlkit_batch_rows_sum"), 0.0)
+    for line in http.get("/metrics").text.splitlines():
+        name, _, value = line.partition(" ")
+        if name in found:
+            found[name] = float(value)
+    return found["mlkit_batch_rows_count"], found["mlkit_batch_rows_sum"]
+
+
 def test_batch_endpoint_gives_each_concurrent_caller_its_own_rows_in_order(http, pipeline, server):
     frame = load_dataset("breast_cancer").frame
-    chunks = [frame.iloc[i * 7 : i * 7 + 1 + i % 7] for i in range(24)]  # 24 callers, 1 to 7 rows each
+    chunks = [frame.iloc[i * 5 : i * 5 + 1 + i % 7] for i in range(96)]  # 96 callers, 1 to 7 rows each
+    calls, rows = batched(http)
 
-    def call(chunk):
-        with httpx.Client(base_url=server, timeout=30) as c:
-            return c.post("/predict_batch", json={"records": records(chunk)})
+    async def burst():  # all at once, 96 connections: they queue together, as under real load
+        limits = httpx.Limits(max_connections=len(chunks))
+        async with httpx.AsyncClient(base_url=server, timeout=30, limits=limits) as c:
+            calls = (c.post("/predict_batch", json={"records": records(chunk)}) for chunk in chunks)
+            return await asyncio.gather(*calls)
 
-    with ThreadPoolExecutor(12) as pool:
-        answers = list(pool.map(call, chunks))
+    answers = asyncio.run(burst())
+    calls_after, rows_after = batched(http)
+    assert rows_after - rows == sum(len(c) for c in chunks)  # every row went through the batcher once
+    assert calls_after - calls < len(chunks), "no two requests shared a model call"
+    print(f"{len(chunks)} requests, {calls_after - calls:.0f} model calls")
     for chunk, r in zip(chunks, answers, strict=True):
         assert r.status_code == 200, r.text
         assert [a["label"] for a in r.json()] == pipeline.predict(chunk[FEATURES]).tolist()
@@ -307,9 +324,14 @@ def test_validation_accepts_exactly_what_the_contract_allows(core, rows, data):
     from mlkit.service import RequestError
 
     recs = data.draw(st.lists(record_strategy(records(rows.head(1))[0]), min_size=0, max_size=3))
+    body = json.dumps({"records": recs})
+    fast = core._plain_matrix(
+        body
+    )  # the gateway's fast path: it may only accept what pydantic accepts, identically
     try:
-        parsed = core.parse(json.dumps({"records": recs}))
+        parsed = core.parse(body)
     except RequestError as err:
+        assert fast is None, f"the fast path accepted what the contract refuses: {err.detail}"
         assert err.status == 422
         for d in err.detail:
             assert d["loc"][0] == "records" and d["msg"]
@@ -323,6 +345,10 @@ def test_validation_accepts_exactly_what_the_contract_allows(core, rows, data):
             assert isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
             assert getattr(got, k) == pytest.approx(v)
     assert len(core.predict(parsed)["labels"]) == len(recs)
+    plain = all(type(v) in (int, float) for rec in recs for v in rec.values())
+    assert (fast is not None) == plain  # plain numbers always take the fast path, and nothing else does
+    if fast is not None:
+        assert np.array_equal(fast, core.classifier.matrix(parsed))
 
 
 @settings_(

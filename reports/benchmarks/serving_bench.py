@@ -8,13 +8,13 @@ one exported) into an isolated state folder (`--state`, reused when present; tes
 Servers, each started fresh per repetition:
   (a) baseline_fastapi.py under uvicorn, 1 worker, no access log: POST /predict, one record
   (b) `bentoml serve mlkit.serving:ModelService`: POST /predict, one record (monitoring to a temp MLKIT_MONITOR_DIR),
-      and (b'') POST /predict with `--batch-rows` records per request (rows/s, c32)
-  (c) the same server's POST /predict_batch with `--batch-rows` records (rows/s), and one record at concurrency 1
-      (what adaptive batching adds for a lone caller); skipped with a note while the endpoint does not exist
+      and (b'') POST /predict with each `--batch-rows` size of request (rows/s, c32)
+  (c) the same server's POST /predict_batch with each `--batch-rows` size (rows/s), and one record at concurrency 1
+      (what adaptive batching adds for a lone caller)
   (e) serving_floor.py: a constant answer with mlkit's service config, from a @bentoml.api and from an ASGI
       middleware
-and (d) in process: onnxruntime through mlkit's OnnxClassifier, and the whole hot path (pydantic validate_json,
-onnxruntime, orjson) without a server. wrk -t1 with a Lua POST script; every point: `--warmup` s discarded, then
+and (d) in process: onnxruntime through mlkit's OnnxClassifier, and the service's hot path (ServingCore.matrix,
+predict_matrix, JSON; monitoring off) without a server. wrk -t1 with a Lua POST script; every point: `--warmup` s discarded, then
 `--seconds` s measured; `--reps` repetitions, reported as median (min–max). Exits 1 when a target is missed.
 """
 
@@ -54,22 +54,18 @@ def post(url: str, body: dict) -> tuple[int, bytes]:
         return e.code, e.read()
 
 
-def in_process(info: dict, rec: dict, rows: int, seconds: float = 2.0) -> dict:
-    "(d) the ceiling: calls/s of onnxruntime (via OnnxClassifier) and of the whole hot path, in this process."
-    from typing import Annotated
+def in_process(info: dict, rec: dict, rows: list[int], seconds: float = 2.0) -> dict:
+    "(d) the ceiling: calls/s of onnxruntime (via OnnxClassifier) and of the service's hot path, in this process."
+    from pydantic_core import to_json
 
-    import orjson
-    import pydantic
-    from pydantic import Field
+    from mlkit.core import load_settings
+    from mlkit.service import ServingCore
 
-    from mlkit.inference import make_classifier, record_model
-
-    clf = make_classifier(info["onnx"], info["features"], info["classes"])
-    Body = pydantic.create_model(
-        "Input", records=(Annotated[list[record_model(info["features"])], Field(min_length=1)], ...)
-    )
+    settings = load_settings(Path(tempfile.mkdtemp(prefix="mlkit-bench-")), environ={"MLKIT_MONITOR_DIR": ""})
+    core = ServingCore(
+        info["onnx"], info, info["tag"], settings
+    )  # no drift profile, no log: the model's path
     one = json.dumps({"records": [rec]}).encode()
-    many = json.dumps({"records": [rec] * rows}).encode()
 
     def rate(fn) -> float:
         n, t0 = 0, time.perf_counter()
@@ -79,15 +75,14 @@ def in_process(info: dict, rec: dict, rows: int, seconds: float = 2.0) -> dict:
             n += 50
         return n / (time.perf_counter() - t0)
 
-    def hot(raw: bytes):
-        records = Body.model_validate_json(raw).records
-        return orjson.dumps({**clf.predict_records(records), "model": info["tag"]})
+    def hot(raw: bytes):  # what the gateway does for POST /predict: body to matrix, predict, JSON
+        return to_json(core.predict_matrix(core.matrix(raw)))
 
-    return {
-        "onnx_1": rate(lambda: clf.predict_records([rec])),
-        "hot_1": rate(lambda: hot(one)),
-        "hot_rows": rate(lambda: hot(many)) * rows,
-    }
+    out = {"onnx_1": rate(lambda: core.classifier.predict_records([rec])), "hot_1": rate(lambda: hot(one))}
+    for n in rows:
+        many = json.dumps({"records": [rec] * n}).encode()
+        out[f"hot_rows_{n}"] = rate(lambda m=many: hot(m)) * n
+    return out
 
 
 def run_baseline(info: dict, rec: dict, args) -> dict:
@@ -127,17 +122,33 @@ def run_mlkit(info: dict, rec: dict, args, monitor_dir: str, extra_env: dict | N
         if extra_env:  # a second configuration (e.g. monitoring off): the c32 point is enough
             return out
         out["predict1"] = point(url + "/predict", one, 1, args.seconds, args.warmup)
-        many = lua_script({"records": [rec] * args.batch_rows})
-        out["multi32"] = point(url + "/predict", many, 32, args.seconds, args.warmup)
-        status, body = post(url + "/predict_batch", {"records": [rec] * args.batch_rows})
-        if status == 404:
-            out["batch"] = None
-        else:
+        for n in sizes(args):
+            many = lua_script({"records": [rec] * n})
+            out[f"multi32_{n}"] = point(url + "/predict", many, 32, args.seconds, args.warmup)
+            status, body = post(url + "/predict_batch", {"records": [rec] * n})
             assert status == 200, body
-            out["batch32"] = point(url + "/predict_batch", many, 32, args.seconds, args.warmup)
-            out["batch32"]["rows_s"] = out["batch32"]["rps"] * args.batch_rows
-            out["batch1"] = point(url + "/predict_batch", one, 1, args.seconds, args.warmup)
+            for c in [c for m, c in args.batch_rows if m == n]:
+                out[f"batch{c}_{n}"] = point(url + "/predict_batch", many, c, args.seconds, args.warmup)
+        out["batch1"] = point(url + "/predict_batch", one, 1, args.seconds, args.warmup)
+        out["batched"] = batch_metrics(url)
     return out
+
+
+def sizes(args) -> list[int]:
+    "The distinct request sizes of --batch-rows, in order."
+    return list(dict.fromkeys(n for n, _ in args.batch_rows))
+
+
+def batch_metrics(url: str) -> dict:
+    "What the service's /metrics says of its batch endpoint: model calls and the rows they predicted."
+    with urllib.request.urlopen(url + "/metrics", timeout=30) as r:
+        text = r.read().decode()
+    found = {}
+    for line in text.splitlines():
+        name, _, value = line.partition(" ")
+        if name in ("mlkit_batch_rows_count", "mlkit_batch_rows_sum"):
+            found[name.rsplit("_", 1)[1]] = float(value)
+    return found
 
 
 def run_floor(info: dict, rec: dict, args) -> dict:
@@ -190,7 +201,13 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=2)
     ap.add_argument("--seconds", type=float, default=10)
     ap.add_argument("--warmup", type=float, default=3)
-    ap.add_argument("--batch-rows", type=int, default=100)
+    ap.add_argument(
+        "--batch-rows",
+        type=lambda s: [(int(n), int(c or 32)) for n, _, c in (x.partition(":") for x in s.split(","))],
+        default=[(100, 32), (1000, 32), (1000, 8)],
+        help="records per request of the multi-record points, comma-separated, each with ':clients' "
+        "(default 32) for its /predict_batch point; /predict is measured at c32 for each size",
+    )
     ap.add_argument(
         "--monitor-off",
         default="MLKIT_MONITOR_DIR=",
@@ -215,7 +232,7 @@ def main() -> None:
             f"rep {rep}: {json.dumps({k: v[-1] for k, v in res.items() if v})}", file=sys.stderr, flush=True
         )
     os.environ.update(info["env"])
-    ceiling = in_process(info, rec, args.batch_rows)
+    ceiling = in_process(info, rec, sizes(args))
     if args.json:
         Path(args.json).write_text(json.dumps({**res, "in_process": ceiling}, indent=1))
     report(res, ceiling, args, load_before, info)
@@ -223,11 +240,11 @@ def main() -> None:
 
 def report(res: dict, ceiling: dict, args, load_before: str, info: dict) -> None:
     b, m, f = res["baseline"], res["mlkit"], res["floor"]
-    has_batch = all(r.get("batch32") for r in m)
+    given = ",".join(f"{n}:{c}" for n, c in args.batch_rows)
     print("# Serving: mlkit's BentoML service against FastAPI + joblib\n")
     print(
         f"Command: `.venv/bin/python reports/benchmarks/serving_bench.py --reps {args.reps} --seconds "
-        f"{args.seconds:g} --warmup {args.warmup:g} --batch-rows {args.batch_rows}"
+        f"{args.seconds:g} --warmup {args.warmup:g} --batch-rows {given}"
         + (f" --monitor-off {args.monitor_off}" if args.monitor_off else "")
         + f"` ({time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores shared with other work, load average "
         f"before {load_before}, after {load_avg()}). Model `{info['tag']}`; one record of breast_cancer "
@@ -246,7 +263,7 @@ def report(res: dict, ceiling: dict, args, load_before: str, info: dict) -> None
             else ["-"] * 3
         )
         bad = sum(r[k]["non2xx"] + r[k]["errors"] for r in rs for k in (k32, k1) if k and r.get(k))
-        rate = cell([v * scale for v in med(rs, k32, "rps")])
+        rate = cell([v * scale for v in med(rs, k32, "ok_rps" if unit else "rps")])  # rows: answered ones
         print(
             f"| {name} | {rate}{unit} | {cell(med(rs, k32, 'p50_ms'), 2)} | {cell(med(rs, k32, 'p99_ms'), 2)} "
             f"| {' | '.join(c1)} | {bad} |"
@@ -256,34 +273,37 @@ def report(res: dict, ceiling: dict, args, load_before: str, info: dict) -> None
     row("(b) mlkit `bentoml serve`, /predict 1 record", m, "predict32", "predict1")
     if res["mlkit_nomon"]:
         row("(b') mlkit, monitoring off", res["mlkit_nomon"], "predict32", None)
-    row(
-        f"(b'') mlkit /predict, {args.batch_rows} records/request (rows/s)",
-        m,
-        "multi32",
-        None,
-        args.batch_rows,
-        " rows/s",
-    )
-    if has_batch:
+    for n in sizes(args):
+        row(f"(b'') mlkit /predict, {n} records/request (rows/s)", m, f"multi32_{n}", None, n, " rows/s")
+    for i, (n, c) in enumerate(args.batch_rows):
+        last = i == len(args.batch_rows) - 1  # the lone caller's point (1 record, c1) goes on the last row
+        name = f"(c) mlkit /predict_batch, {n} rows/request, {c} clients (rows/s in the c32 columns)"
         row(
-            f"(c) mlkit /predict_batch, {args.batch_rows} rows/request (c32: rows/s; c1: 1 record)",
+            name + (" (c1: 1 record)" if last else ""),
             m,
-            "batch32",
-            "batch1",
-            args.batch_rows,
+            f"batch{c}_{n}",
+            "batch1" if last else None,
+            n,
             " rows/s",
-        )
-    else:
-        print(
-            "| (c) mlkit /predict_batch | not measured: mlkit.serving has no /predict_batch yet | | | | | | |"
         )
     row("(e) BentoML floor: constant @bentoml.api, mlkit's config", f, "FloorApi", None)
     row("(e') BentoML floor: constant from an ASGI middleware, mlkit's config", f, "FloorMiddleware", None)
     print(
         f"\n(d) in process, one thread, no server: onnxruntime via OnnxClassifier {ceiling['onnx_1']:.0f} calls/s "
-        f"(1 record); whole hot path (pydantic validate_json + onnxruntime + orjson) {ceiling['hot_1']:.0f} "
-        f"calls/s (1 record), {ceiling['hot_rows']:.0f} rows/s ({args.batch_rows} records per call).\n"
+        f"(1 record); the service's hot path (ServingCore.matrix + predict_matrix + JSON, monitoring off) {ceiling['hot_1']:.0f} "
+        f"calls/s (1 record), "
+        + ", ".join(f"{ceiling[f'hot_rows_{n}']:.0f} rows/s ({n} records per call)" for n in sizes(args))
+        + ".\n"
     )
+    calls = [r["batched"] for r in m if r.get("batched", {}).get("count")]
+    if calls:
+        print(
+            "Adaptive batching, from the service's /metrics at the end of each run: "
+            + "; ".join(
+                f"{c['sum'] / c['count']:.0f} rows per model call ({c['count']:.0f} calls)" for c in calls
+            )
+            + " over all /predict_batch points of the run.\n"
+        )
     checks = []
     bm = statistics.median(med(b, "predict32", "rps"))
     mm = statistics.median(med(m, "predict32", "rps"))
@@ -301,27 +321,27 @@ def report(res: dict, ceiling: dict, args, load_before: str, info: dict) -> None
             )
         )
     bad = sum(
-        r[k]["non2xx"] + r[k]["errors"]
-        for r in m
-        for k in ("predict32", "predict1", "multi32", "batch32", "batch1")
-        if r.get(k)
+        r[k]["non2xx"] + r[k]["errors"] for r in m for k in r if isinstance(r[k], dict) and "non2xx" in r[k]
     )
     checks.append((f"mlkit answered every request with 2xx ({bad} non-2xx or socket errors)", bad == 0))
-    if has_batch:
-        rows = statistics.median(med(m, "batch32", "rows_s"))
-        checks.append((f"/predict_batch {rows:.0f} rows/s >= 20x /predict {mm:.0f} rows/s", rows >= 20 * mm))
-        lat = max_latency_ms()
-        added = statistics.median(med(m, "batch1", "p50_ms")) - m1
-        if lat is not None:
-            checks.append(
-                (
-                    f"adaptive batching adds {added:.2f} ms (p50) for a lone caller <= max_latency_ms {lat:g}",
-                    added <= lat,
-                )
+    for n, c in [
+        (n, c) for n, c in args.batch_rows if c == 32
+    ]:  # the target's load; other points are context
+        rows = statistics.median(med(m, f"batch{c}_{n}", "ok_rps")) * n
+        checks.append(
+            (
+                f"/predict_batch, {n} rows/request at c{c}: {rows:.0f} rows/s answered >= 20x /predict {mm:.0f} rows/s",
+                rows >= 20 * mm,
             )
-    else:
-        print(
-            "Note: /predict_batch is missing in mlkit.serving; (c) was skipped. The final run must include it.\n"
+        )
+    lat = max_latency_ms()
+    added = statistics.median(med(m, "batch1", "p50_ms")) - m1
+    if lat is not None:
+        checks.append(
+            (
+                f"adaptive batching adds {added:.2f} ms (p50) for a lone caller <= max_latency_ms {lat:g}",
+                added <= lat,
+            )
         )
     if res["mlkit_nomon"]:
         off = statistics.median(med(res["mlkit_nomon"], "predict32", "rps"))

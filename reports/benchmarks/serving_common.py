@@ -167,6 +167,7 @@ def wrk(url: str, script: Path, connections: int, seconds: float, threads: int =
     s = json.loads(m.group(1))
     return {
         "rps": s["requests"] / (s["duration_us"] / 1e6),
+        "ok_rps": (s["requests"] - s["non2xx"]) / (s["duration_us"] / 1e6),  # answered with 2xx
         "p50_ms": s["p50_us"] / 1e3,
         "p99_ms": s["p99_us"] / 1e3,
         "non2xx": s["non2xx"],
