@@ -145,9 +145,9 @@ class ServingCore:
         self.names = [f["name"] for f in self.features]
         self.classifier = make_classifier(model, self.features, metadata["classes"], files or {})
         self.Record = record_model(self.features)
-        self._plain = (
-            _plain_decoder(self.features, settings.max_records) if not self.classifier.per_column else None
-        )
+        # a model of float features, one matrix input: msgspec decodes its bodies (text models have a str feature)
+        plain = _plain_decoder(self.features, settings.max_records)
+        self._plain = plain if plain is not None and not self.classifier.per_column else None
         records = Annotated[list[self.Record], Field(min_length=1, max_length=settings.max_records)]
         self.Request = pydantic.create_model(
             "PredictRequest", __config__=ConfigDict(extra="forbid"), records=(records, ...)

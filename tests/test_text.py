@@ -43,6 +43,15 @@ def test_served_text_model_takes_raw_text(text_export, settings):
         )
         assert status == 200, body
         assert len(body["labels"]) == 2 and all(abs(sum(p) - 1) < 1e-5 for p in body["probabilities"])
+        single = body
+        status, batch = post_json(  # the batch endpoint: same model, one answer per record, same numbers
+            url + "/predict_batch",
+            {"records": [{"text": "the kettle is excellent"}, {"text": "the kettle is not excellent"}]},
+        )
+        assert status == 200, batch
+        assert [a["label"] for a in batch] == single["labels"]
+        for answer, want in zip(batch, single["probabilities"], strict=True):
+            assert answer["probabilities"] == pytest.approx(want, abs=1e-6)
         status, body = post_json(url + "/predict", {"records": [{"text": 42}]})
         assert status == 422 and body["detail"][0]["loc"] == ["records", 0, "text"]
         status, body = post_json(url + "/predict", {"records": [{"review": "nice"}]})
