@@ -61,7 +61,8 @@ def test_valid_records_get_labels_probabilities_and_ids_in_order(http, rows, pip
 
 
 def test_a_request_over_the_inline_limit_is_answered_whole_and_in_order(exported, settings, pipeline):
-    "Above _INLINE_ROWS records the gateway runs the model in a worker thread: same answer, same order."
+    """Above _INLINE_ROWS records /predict runs in a worker thread, and /predict_batch's batcher splits a request
+    over max_batch_size rows across model calls: both answer whole and in order."""
     import anyio
 
     from mlkit.service import _INLINE_ROWS, Gateway, ServingCore
@@ -76,11 +77,17 @@ def test_a_request_over_the_inline_limit_is_answered_whole_and_in_order(exported
     async def post():
         transport = httpx.ASGITransport(app=Gateway(inner, core=lambda: core))
         async with httpx.AsyncClient(transport=transport, base_url="http://mlkit") as client:
-            return await client.post("/predict", json={"records": records(big)})
+            body = {"records": records(big)}
+            return await client.post("/predict", json=body), await client.post("/predict_batch", json=body)
 
-    r = anyio.run(post)
+    assert len(big) > core.settings.max_batch_size
+    r, batch = anyio.run(post)
     assert r.status_code == 200, r.text[:500]
     assert r.json()["labels"] == pipeline.predict(big[FEATURES]).tolist()
+    assert batch.status_code == 200, batch.text[:500]
+    assert [a["label"] for a in batch.json()] == r.json()["labels"]
+    assert [a["probabilities"] for a in batch.json()] == r.json()["probabilities"]
+    assert core.metrics.registry.get_sample_value("mlkit_batch_rows_count") >= 2  # split over model calls
 
 
 def bad_cases(rows):
