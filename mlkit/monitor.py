@@ -298,12 +298,10 @@ class _Chunk:
 
     def put(self, ids, X, labels, probabilities, now: float) -> None:
         i, j = self.n, self.n + len(X)
-        self.X[i:j], self.labels[i:j], self.probabilities[i:j], self.stamps[i:j] = (
-            X,
-            labels,
-            probabilities,
-            now,
-        )
+        self.X[i:j] = X
+        self.labels[i:j] = labels
+        self.probabilities[i:j] = probabilities
+        self.stamps[i:j] = now
         self.ids.extend(ids)
         self.n = j
 

@@ -239,6 +239,12 @@ class ServingCore:
         self.metrics.batch_rows.observe(len(X))
         # the label's class position as a last column: one float array, which the batcher splits per caller
         position = self._positions.get_indexer(labels)
+        # the export and its metadata disagree: never answer with another class's label
+        if (position < 0).any():
+            unknown = sorted({str(v) for v in np.asarray(labels)[position < 0]})
+            raise MlkitError(
+                f"The model predicted labels {unknown} that its metadata's classes {self.classifier.classes} lack; re-export it."
+            )
         packed = np.column_stack([probabilities.astype(np.float64), position.astype(np.float64)])
         return np.split(packed, np.cumsum([len(p) for p in parts[:-1]]))
 
@@ -376,7 +382,7 @@ _INLINE_ROWS = 1000  # ~5 ms of model, validation and monitoring at the in-proce
 
 
 class Gateway:
-    "ASGI middleware: API key, body limit, JSON only, X-Model-Version, /metrics, /metadata, /drift, the /predict fast path."
+    "ASGI middleware: API key, body limit, JSON only, X-Model-Version, /metrics, /metadata, /drift, the /predict and /predict_batch fast paths."
 
     def __init__(
         self,
@@ -390,9 +396,8 @@ class Gateway:
     def _batch(self, core: ServingCore):
         "BentoML's adaptive batcher (the CorkDispatcher its batchable APIs use) around `core.predict_together`."
         loop = asyncio.get_running_loop()
-        if (
-            self._batcher_loop is not loop
-        ):  # one per event loop (a worker has one; test clients may start more)
+        # one per event loop: a worker has one, test clients may start more
+        if self._batcher_loop is not loop:
             from bentoml._internal.marshal.dispatcher import CorkDispatcher
 
             def overloaded():
@@ -479,9 +484,8 @@ class Gateway:
         if path == "/predict_batch":  # requests arriving together share one model call
             try:
                 packed = await self._batch(core)(X)
-            except (
-                _Overloaded
-            ):  # the batcher gave up fitting it in a batch within max_latency_ms: answer it alone
+            except _Overloaded:
+                # the batcher gave up fitting it into a batch within max_latency_ms: answer it alone
                 core.metrics.alone.inc()
                 (packed,) = await core.predict_together([X])
             return await _respond(send, 200, msgspec.json.encode(core.rows_from(X, packed)))

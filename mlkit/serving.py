@@ -7,8 +7,8 @@ Serves what the `model` setting names (MLKIT_MODEL): an alias (`production` by d
 Only ONNX (and a text model's tokenizer.json, and the JSON reference profile) is loaded; nothing is unpickled.
 
 Endpoints: POST /predict and POST /predict_batch (answered by the gateway in front of BentoML's stack; the batch
-endpoint through BentoML's adaptive batcher, the CorkDispatcher of `batchable=True`), GET /metadata, GET /drift, GET /metrics, and BentoML's /healthz, /livez, /readyz. With
-MLKIT_API_KEY set, all but the health probes need `Authorization: Bearer <key>` or `X-API-Key: <key>`.
+endpoint through BentoML's adaptive batcher, the CorkDispatcher of `batchable=True`), GET /metadata, GET /drift,
+GET /metrics, and BentoML's /healthz, /livez, /readyz. With MLKIT_API_KEY set, all but the health probes need `Authorization: Bearer <key>` or `X-API-Key: <key>`.
 Hand-written (not generated): starting a server makes a poor executed doc.
 """
 

@@ -56,15 +56,14 @@ def post(url: str, body: dict) -> tuple[int, bytes]:
 
 def in_process(info: dict, rec: dict, rows: list[int], seconds: float = 2.0) -> dict:
     "(d) the ceiling: calls/s of onnxruntime (via OnnxClassifier) and of the service's hot path, in this process."
-    from pydantic_core import to_json
+    import msgspec
 
     from mlkit.core import load_settings
     from mlkit.service import ServingCore
 
     settings = load_settings(Path(tempfile.mkdtemp(prefix="mlkit-bench-")), environ={"MLKIT_MONITOR_DIR": ""})
-    core = ServingCore(
-        info["onnx"], info, info["tag"], settings
-    )  # no drift profile, no log: the model's path
+    # no drift profile, no log: the model's path
+    core = ServingCore(info["onnx"], info, info["tag"], settings)
     one = json.dumps({"records": [rec]}).encode()
 
     def rate(fn) -> float:
@@ -76,7 +75,7 @@ def in_process(info: dict, rec: dict, rows: list[int], seconds: float = 2.0) -> 
         return n / (time.perf_counter() - t0)
 
     def hot(raw: bytes):  # what the gateway does for POST /predict: body to matrix, predict, JSON
-        return to_json(core.predict_matrix(core.matrix(raw)))
+        return msgspec.json.encode(core.predict_matrix(core.matrix(raw)))
 
     out = {"onnx_1": rate(lambda: core.classifier.predict_records([rec])), "hot_1": rate(lambda: hot(one))}
     for n in rows:
