@@ -161,7 +161,7 @@ def main() -> None:
     p.add_argument("--labels", type=int, default=500_000, help="label rows")
     p.add_argument("--entities", type=int, default=100_000, help="distinct entities")
     p.add_argument(
-        "--repeat", type=int, default=3, help="fresh processes per method; the median time is reported"
+        "--repeat", type=int, default=5, help="fresh processes per method; the median time is reported"
     )
     p.add_argument("--memory-limit", default="256MB", help="DuckDB memory limit of the extra, spilling run")
     p.add_argument(
