@@ -294,7 +294,8 @@ def _intended_use(meta: dict) -> list[Block]:
     return [
         (
             "p",
-            "Not declared: the training notebook stated no intended use (`metadata['intended_use']`). This model "
+            "Not declared: the contract of the data it was trained on states no intended use "
+            "(`tabular_schema(..., intended_use=...)`). This model "
             f"predicts `{meta.get('target', 'target')}` from {len(meta.get('features') or [])} features of {data}; "
             "until an intended use is declared, treat it as an experiment, not a basis for decisions.",
         )

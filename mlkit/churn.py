@@ -221,5 +221,10 @@ def churn_training_set(
         classes=[0, 1],
         name="churn",
         min_rows=100,
+        intended_use=(
+            "Ranking the customers of the synthetic churn problem (mlkit.churn) by their risk of leaving within the "
+            "month, to show the path from feature store to served model. The data is simulated: not a model of "
+            "any real customer base."
+        ),
     )
     return frame[["customer_id", "timestamp", *names, "churned"]], schema

@@ -133,6 +133,8 @@ def tabular_schema(
     name: str = "data",  # the data set's name, used in messages
     min_rows: int = 1,  # fewest rows a usable data set has
     max_missing: float = 0.0,  # largest share of missing values allowed in any feature (a Feature may override)
+    intended_use: str
+    | None = None,  # what models trained on it are for (and not for): their model cards say it
 ) -> pa.DataFrameSchema:
     "The contract of a tabular data set: its features with their rules and, for classification, the target."
     declared = {col: _as_feature(col, decl, name) for col, decl in features.items()}
@@ -157,6 +159,7 @@ def tabular_schema(
             "classes": list(classes),
             "min_rows": min_rows,
             "max_missing": max_missing,
+            "intended_use": intended_use,
         },
     )
 

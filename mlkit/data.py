@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['SOURCES', 'register_source', 'Source', 'open_source', 'CsvSource', 'ParquetSource', 'FrameSource', 'SqlSource',
            'DuckDBSource', 'read_source', 'iter_source', 'ingest', 'Dataset', 'register_dataset', 'load_dataset',
-           'breast_cancer', 'churn', 'fingerprint']
+           'breast_cancer', 'churn', 'penguins', 'fingerprint']
 
 # %% ../nbs/03_data.ipynb #96e3528c
 import dataclasses
@@ -23,7 +23,7 @@ import pyarrow
 import pyarrow.dataset as pads
 import sqlalchemy as sa
 
-from .contracts import tabular_schema, validate
+from .contracts import Feature, tabular_schema, validate
 from .core import ConfigError, ContractError, NotFound, atomic_write
 
 # %% ../nbs/03_data.ipynb #8617c27c
@@ -493,6 +493,10 @@ def breast_cancer() -> tuple[pd.DataFrame, pa.DataFrameSchema]:
         name="breast_cancer",
         min_rows=500,
         max_missing=0.0,
+        intended_use=(
+            "A worked example on scikit-learn's copy of the Wisconsin diagnostic breast-cancer data (569 cases from "
+            "one hospital, 1995): for trying mlkit and comparing model families. Not for diagnosing anyone."
+        ),
     )
     return frame, schema
 
@@ -503,6 +507,37 @@ def churn() -> tuple[pd.DataFrame, pa.DataFrameSchema]:
     from mlkit.churn import churn_training_set  # on use: churn builds on this module and the feature store
 
     return churn_training_set()
+
+# %% ../nbs/03_data.ipynb #72fe2fc8
+@register_dataset("penguins")
+def penguins() -> tuple[pd.DataFrame, pa.DataFrameSchema]:
+    "The Palmer penguins (the palmerpenguins package's bundled CSV): three species, two of the features strings."
+    try:
+        from palmerpenguins import load_penguins
+    except ImportError as err:
+        raise ConfigError(
+            "The penguins data set needs the palmerpenguins package: pip install palmerpenguins."
+        ) from err
+    measured = {"min": 0, "max_missing": 0.05}  # two birds were not measured at all
+    schema = tabular_schema(
+        {
+            "island": Feature("str", allowed=["Biscoe", "Dream", "Torgersen"], nullable=False),
+            "bill_length_mm": Feature("float", **measured),
+            "bill_depth_mm": Feature("float", **measured),
+            "flipper_length_mm": Feature("float", **measured),
+            "body_mass_g": Feature("float", **measured),
+            "sex": Feature("str", allowed=["female", "male"], max_missing=0.05),
+        },
+        target="species",
+        classes=["Adelie", "Chinstrap", "Gentoo"],
+        name="penguins",
+        min_rows=300,
+        intended_use=(
+            "Telling Adelie, Chinstrap and Gentoo penguins apart from measurements taken on three islands of the "
+            "Palmer Archipelago (2007-2009): a teaching and test set. Other species or places are out of scope."
+        ),
+    )
+    return load_penguins().drop(columns="year"), schema
 
 # %% ../nbs/03_data.ipynb #11dd12ae
 def fingerprint(

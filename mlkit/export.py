@@ -247,10 +247,15 @@ def check_parity(
         report.onnx_metric = task_metric(metric, y, labels, probabilities, candidate.classes)
     if not report.ok:
         far = int((diff.max(axis=1) > atol).sum())
+        metric_of_both = (
+            f"; {metric} {report.onnx_metric:.4f} for ONNX vs {report.reference_metric:.4f} for the reference"
+            if y is not None
+            else ""
+        )
         raise ExportError(
             f"ONNX differs from the reference on {far}/{len(X)} rows (max |Δp| {report.max_abs_diff:.2g}"
             f" vs atol {atol:g}; label agreement {report.label_agreement:.2%} vs required "
-            f"{min_agreement:.2%}). The export is refused."
+            f"{min_agreement:.2%}{metric_of_both}). The export is refused."
         )
     return report
 
@@ -531,6 +536,7 @@ def export_run(
         "classes": info["classes"],
         "target": info["target"],
         "flavor": info["flavor"],
+        "intended_use": info.get("intended_use"),  # from the data set's contract, through the run
         "mlkit_version": __version__,
         "latency_ms": latency,
         "quantization": quantization,

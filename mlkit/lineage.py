@@ -21,7 +21,8 @@ class Lineage:
 
     tag: str  # the model version
     run: dict  # id, status, created_at, finished_at; status 'not in the run database' when the record is gone
-    notebook: dict  # path, hash (at run time), current_hash, matches, executed (path), executed_exists
+    notebook: dict  # path, hash (at run time), current_hash, matches, executed (path), executed_exists,
+    # executed_hash (of the file at the run's end), executed_matches (the file still has it)
     parameters: dict | None  # the run's resolved parameters; None: not recorded
     data: dict | None  # data set name -> {fingerprint, rows}; None: not recorded
     git: dict | None  # {commit, dirty} at export; None: not recorded
@@ -49,6 +50,11 @@ class Lineage:
         run = [f"{r.get('id') or 'not recorded'} ({r.get('status')}{when})"]
         if nb.get("executed"):
             notebook = [f"{nb['executed']}" + ("" if nb.get("executed_exists") else " (file missing)")]
+            if nb.get("executed_hash"):
+                state = {True: "unchanged since the run", False: "CHANGED since the run"}.get(
+                    nb.get("executed_matches"), "not checked"
+                )
+                notebook.append(f"executed copy's content hash {nb['executed_hash']} ({state})")
         else:
             notebook = ["executed copy unknown (no run record)"]
         if nb.get("hash"):
@@ -122,14 +128,14 @@ def lineage(
     settings: Settings | None = None,
 ) -> Lineage:
     "The chain behind model `tag`: run -> executed notebook -> parameters -> data -> git commit -> packages."
-    from mlkit.runner import notebook_hash
+    from mlkit.runner import file_hash, notebook_hash
 
     settings = settings or get_settings()
     model = get_model(tag, settings)
     meta = dict(model.info.metadata)
     run_id = meta.get("run_id")
     run: dict[str, Any] = {"id": run_id, "status": "not in the run database" if run_id else "not recorded"}
-    executed = None
+    executed = executed_hash = None
     if run_id:
         store = RunStore(settings.run_db)
         try:
@@ -139,7 +145,7 @@ def lineage(
                 created_at=rec.created_at.isoformat(timespec="seconds"),
                 finished_at=rec.finished_at.isoformat(timespec="seconds") if rec.finished_at else None,
             )
-            executed = rec.output_path
+            executed, executed_hash = rec.output_path, rec.output_hash
         except NotFound:
             pass
         finally:
@@ -147,6 +153,10 @@ def lineage(
     notebook: dict[str, Any] = {"path": meta.get("notebook"), "hash": meta.get("notebook_hash")}
     notebook.update(current_hash=None, matches=None, executed=executed)
     notebook["executed_exists"] = bool(executed) and Path(executed).is_file()
+    notebook["executed_hash"] = executed_hash
+    notebook["executed_matches"] = (
+        file_hash(executed) == executed_hash if executed_hash and notebook["executed_exists"] else None
+    )
     if notebook["path"]:
         source = Path(notebook["path"])
         source = source if source.is_absolute() else settings.root / source

@@ -41,6 +41,7 @@ runs_table = sa.Table(
     sa.Column("finished_at", sa.DateTime(timezone=True)),
     sa.Column("run_dir", sa.Text, nullable=False),  # artifacts the notebook wrote
     sa.Column("output_path", sa.Text, nullable=False),  # the executed notebook
+    sa.Column("output_hash", sa.String(80)),  # sha256 of the executed notebook's file, outputs included
     sa.Column("wandb_path", sa.Text),  # offline run folder, or entity/project/id online
     sa.Column("cache_key", sa.String(80)),  # sha256 of notebook hash + parameters (see runner.cache_key)
     sa.Column("study", sa.String(256)),  # the sweep's Optuna study, when the run is a trial
@@ -72,6 +73,7 @@ class RunRecord(Displayable):
     cache_key: str | None = None
     study: str | None = None
     trial: int | None = None
+    output_hash: str | None = None  # 'sha256:…' of the executed notebook as the run left it
     findings: list | None = (
         None  # [{'check', 'severity', 'message', 'details'}]; None: the notebook logged none
     )
@@ -457,7 +459,13 @@ def log_model(
     atomic_write(
         run_dir / "model.json",
         json.dumps(
-            {"flavor": flavor, "features": features, "classes": classes, "target": schema.metadata["target"]}
+            {
+                "flavor": flavor,
+                "features": features,
+                "classes": classes,
+                "target": schema.metadata["target"],
+                "intended_use": schema.metadata.get("intended_use"),  # declared with the data set's contract
+            }
         ),
     )
     return run_dir / "model.joblib"

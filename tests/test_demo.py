@@ -78,6 +78,7 @@ def test_lineage_is_complete_for_the_model_the_demo_made(demo_run):
     nb = chain["notebook"]
     assert (nb["path"], nb["hash"], nb["executed"]) == (run.notebook, run.notebook_hash, run.output_path)
     assert nb["executed_exists"] and nb["matches"] is True
+    assert nb["executed_hash"] == run.output_hash and nb["executed_matches"] is True
     assert chain["parameters"] == run.parameters
     assert chain["data"]["churn"]["fingerprint"] == run.data["churn"]["fingerprint"]
     assert chain["parameters"]["time_column"] == "timestamp"

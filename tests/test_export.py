@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+import re
 from pathlib import Path
 
 import joblib
@@ -12,6 +13,7 @@ import pytest
 from conftest import NOTEBOOK
 
 from mlkit.core import ExportError, RunFailed
+from mlkit.data import load_dataset
 from mlkit.export import export_run
 from mlkit.registry import get_model, list_models
 from mlkit.runner import run_notebook
@@ -45,6 +47,9 @@ def test_the_exported_model_carries_its_lineage(exported, runs, settings):
     assert meta["metrics"] == pytest.approx(run.metrics)
     assert [f["name"] for f in meta["features"]][:2] == ["mean_radius", "mean_texture"]
     assert meta["classes"] == [0, 1]
+    # declared once with the data set's contract, carried through the run into the model
+    assert meta["intended_use"] == load_dataset("breast_cancer").schema.metadata["intended_use"]
+    assert "Not for diagnosing anyone" in meta["intended_use"]
     assert json.dumps(meta)  # JSON-clean
 
 
@@ -84,8 +89,12 @@ def test_a_deliberately_broken_export_is_refused_with_its_numbers(runs, settings
 
     monkeypatch.setitem(export.EXPORTERS, "sklearn", broken)
     before = [str(m.tag) for m in list_models(settings)]
-    with pytest.raises(ExportError, match=r"ONNX differs from the reference on \d+/143 rows \(max \|Δp\| "):
+    with pytest.raises(
+        ExportError, match=r"ONNX differs from the reference on \d+/143 rows \(max \|Δp\| "
+    ) as failure:
         export_run(runs["logreg"].id, settings=settings, store=store)
+    # the task metric of both is in the message too
+    assert re.search(r"; roc_auc 0\.\d{4} for ONNX vs 0\.\d{4} for the reference\)", str(failure.value))
     assert [str(m.tag) for m in list_models(settings)] == before, "nothing stored"
 
 

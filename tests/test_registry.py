@@ -30,7 +30,7 @@ from mlkit.promotion import (
     rollback,
 )
 from mlkit.registry import get_model, save_model
-from mlkit.runner import notebook_hash
+from mlkit.runner import file_hash, notebook_hash
 
 FP = "sha256:" + "a" * 64
 
@@ -458,6 +458,21 @@ def test_lineage_of_a_real_export_is_complete(exported, runs, settings):
     ):
         assert part in text, part
     assert "input notebook unchanged since the run" in text
+    # the executed copy: its file's hash at the run's end, checked again now
+    assert (
+        nb["executed_hash"] == run.output_hash == file_hash(run.output_path)
+        and nb["executed_matches"] is True
+    )
+    assert f"executed copy's content hash {run.output_hash} (unchanged since the run)" in text
+    executed = Path(run.output_path)
+    kept = executed.read_bytes()
+    try:
+        executed.write_bytes(kept.replace(b'"cells"', b'"cells" ', 1))  # one byte more: a touched output
+        again = lineage(exported.tag, settings)
+        assert again.notebook["executed_matches"] is False
+        assert "(CHANGED since the run)" in again.to_text()
+    finally:
+        executed.write_bytes(kept)
 
 
 def test_lineage_says_what_was_not_recorded_and_notices_a_changed_notebook(settings, tmp_path):

@@ -50,3 +50,19 @@ def test_quality_report_of_a_registered_dataset(tmp_path):
     done = mlkit("quality", "breast_cancer", "--out", out)
     assert done.returncode == 0, done.stderr
     assert out.is_file() and "mean_radius" in out.read_text()
+
+
+def test_export_prints_parity_latency_and_each_variant_kept_or_discarded(runs):
+    done = mlkit("export", runs["logreg"].id, "--quantize", "int8", "--quantize", "fp16")
+    assert done.returncode == 0, done.stderr
+    tag = done.stdout.strip()
+    assert tag.startswith("train_tabular:") and "\n" not in tag
+    err = done.stderr
+    assert "parity on 143 holdout rows: max |dp| " in err and "label agreement 100.00%" in err
+    for variant in ("reference", "onnx"):
+        assert f"latency {variant}: batch 1: " in err and "batch 1024: " in err
+    assert "fp16: discarded: not applicable: fp16 converts tensor operators; this graph computes with" in err
+    int8 = [line for line in err.splitlines() if line.startswith("int8: ")]
+    assert len(int8) == 1 and int8[0].split(": ")[1] in ("kept", "discarded") and len(int8[0]) > 30
+    listed = json.loads(mlkit("models", "--json").stdout)
+    assert tag in json.dumps(listed)

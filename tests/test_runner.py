@@ -12,7 +12,7 @@ from conftest import NOTEBOOK, ROOT
 
 from mlkit.core import RunFailed
 from mlkit.data import fingerprint, load_dataset
-from mlkit.runner import notebook_hash, run_notebook
+from mlkit.runner import file_hash, notebook_hash, run_notebook
 
 
 def wandb_summary(run_path: str) -> dict:
@@ -39,7 +39,13 @@ def test_a_run_is_recorded_with_its_lineage(runs, store):
     assert 0.9 < rec.metrics["roc_auc"] <= 1.0
     assert rec.metrics["accuracy"] > rec.metrics["baseline_accuracy"]
     assert rec.data["breast_cancer"]["fingerprint"] == fingerprint(load_dataset("breast_cancer").frame)
+    # another run on the same data (another model, other parameters) records the same fingerprint
+    assert (
+        store.get(runs["gbm"].id).data["breast_cancer"]["fingerprint"]
+        == rec.data["breast_cancer"]["fingerprint"]
+    )
     assert rec.created_at <= rec.finished_at
+    assert rec.output_hash == file_hash(rec.output_path)  # the executed notebook as the run left it
 
 
 def test_the_executed_notebook_is_kept_with_its_parameters(runs, settings):
@@ -61,6 +67,7 @@ def test_wandb_offline_run_holds_config_summary_and_notebook(runs):
     assert summary["config"]["model"] == "logreg" and summary["config"]["C"] == 0.5
     for name, value in rec.metrics.items():
         assert summary["summary"][name] == pytest.approx(value)
+    assert summary["summary"]["data/breast_cancer"] == rec.data["breast_cancer"]["fingerprint"]
     assert (Path(rec.wandb_path) / "files" / "train_tabular.ipynb").is_file()
 
 
