@@ -25,6 +25,7 @@ import pandas as pd
 
 from . import __version__
 from .core import ExportError, Settings, get_settings
+from .data import fingerprint
 from .inference import MISSING_STRING, OnnxClassifier, make_classifier
 from .monitor import reference_profile
 from .registry import save_model
@@ -528,6 +529,8 @@ def export_run(
         "notebook_hash": record.notebook_hash,
         "parameters": record.parameters,
         "data": record.data,
+        # the rows the metrics were measured on: the promotion gate compares models only on the same ones
+        "holdout": {"rows": len(holdout), "fingerprint": fingerprint(holdout, order_independent=True)},
         "metrics": record.metrics,
         "primary_metric": record.primary_metric,
         "guard_findings": record.findings,  # None (no guards ran) is dropped below
@@ -537,6 +540,9 @@ def export_run(
         "target": info["target"],
         "flavor": info["flavor"],
         "intended_use": info.get("intended_use"),  # from the data set's contract, through the run
+        "rules": info.get(
+            "rules"
+        ),  # each feature's contract rules in validation's words (the endpoint names them)
         "mlkit_version": __version__,
         "latency_ms": latency,
         "quantization": quantization,

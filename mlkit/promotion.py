@@ -171,6 +171,19 @@ def _metric_check(candidate: dict, holder: dict | None, margin: float, direction
             f"not evaluated on the same data (candidate: {_data_text(mine)}; holder: {_data_text(others)}), "
             f"so their {name} values cannot be compared",
         )
+    rows, their_rows = candidate.get("holdout") or {}, holder.get("holdout") or {}
+    if (
+        rows.get("fingerprint")
+        and their_rows.get("fingerprint")
+        and rows["fingerprint"] != their_rows["fingerprint"]
+    ):
+        return Check(
+            "metric",
+            False,
+            f"same data, other holdout rows (candidate: {rows.get('rows', '?')} rows {rows['fingerprint'][:19]}…; "
+            f"holder: {their_rows.get('rows', '?')} rows {their_rows['fingerprint'][:19]}…), so their {name} values "
+            "cannot be compared: rerun one with the other's split parameters (test_size, random_state, time_column)",
+        )
     gain = theirs - value if direction == "minimize" else value - theirs
     better = "lower" if direction == "minimize" else "higher"
     if gain > 0 and gain >= margin:
@@ -221,12 +234,24 @@ def _contract_check(candidate: dict) -> Check:
             "`mlkit.data.load_dataset`, record it with `log_dataset`, rerun and re-export",
         )
     data = candidate["data"]
+    unchecked = sorted(k for k in fingerprints if (data[k].get("contract") or {}).get("passed") is False)
+    if unchecked:
+        return Check(
+            "contract",
+            False,
+            f"the training data {unchecked} did not come through its contract (mlkit.contracts.validate): load it "
+            "with `mlkit.data.load_dataset` or validate it, rerun and re-export",
+        )
     seen = ", ".join(
         f"{k} ({data[k].get('rows', '?')} rows, {v[:19]}…)" for k, v in sorted(fingerprints.items())
     )
-    return Check(
-        "contract", True, f"trained on {seen}, loaded through its contract in run {candidate.get('run_id')}"
+    checked = all((data[k].get("contract") or {}).get("passed") is True for k in fingerprints)
+    how = (
+        "each passed its contract"
+        if checked
+        else "loaded by a run that predates mlkit recording the contract check"
     )
+    return Check("contract", True, f"trained on {seen}: {how} (run {candidate.get('run_id')})")
 
 
 def _latency_check(candidate: dict, budget_ms: float) -> Check:

@@ -143,6 +143,9 @@ class ServingCore:
         self.tag, self.alias, self.metadata, self.settings = tag, alias, metadata, settings
         self.features = metadata["features"]
         self.names = [f["name"] for f in self.features]
+        self._rules = (
+            metadata.get("rules") or {}
+        )  # feature -> {'range'|'allowed'|'null': rule}, as validation words it
         self.classifier = make_classifier(model, self.features, metadata["classes"], files or {})
         self.Record = record_model(self.features)
         # a model of float features, one matrix input: msgspec decodes its bodies (text models have a str feature)
@@ -183,17 +186,37 @@ class ServingCore:
         try:
             return self.Request.model_validate_json(body).records
         except pydantic.ValidationError as err:
-            errors = err.errors(include_url=False, include_context=False, include_input=False)
+            errors = err.errors(include_url=False, include_context=False)
             if any(e["type"] == "json_invalid" for e in errors):
                 try:  # NaN and Infinity are not JSON but Python reads them: name the field they are in
                     return self.Request.model_validate(json.loads(body)).records
                 except pydantic.ValidationError as again:
-                    errors = again.errors(include_url=False, include_context=False, include_input=False)
+                    errors = again.errors(include_url=False, include_context=False)
                 except ValueError:
                     msg = "The body is not valid JSON; send {'records': [{feature: value, ...}]}."
                     raise RequestError(400, [{"loc": [], "msg": msg, "type": "json_invalid"}]) from None
-            detail = [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in errors]
-            raise RequestError(422, detail) from None
+            raise RequestError(422, [self._refusal(e) for e in errors]) from None
+
+    _RANGE = ("greater_than_equal", "less_than_equal", "greater_than", "less_than")
+
+    def _refusal(self, error: dict) -> dict:
+        "One 422 entry: where, pydantic's message and type, and the contract's rule it breaks in validation's words."
+        item = {"loc": list(error["loc"]), "msg": error["msg"], "type": error["type"]}
+        loc = error["loc"]
+        rules = self._rules.get(loc[2], {}) if len(loc) == 3 and loc[0] == "records" else {}
+        kind = (
+            "null"
+            if error.get("input", ...) is None
+            else "range"
+            if error["type"] in self._RANGE
+            else "allowed"
+            if error["type"] == "literal_error"
+            else None
+        )
+        if rules.get(kind):
+            item["rule"] = rules[kind]
+            item["msg"] += f" (the contract's rule for '{loc[2]}': {rules[kind]})"
+        return item
 
     def matrix(self, body: bytes | str) -> np.ndarray:
         "The model's input rows of a request body; `RequestError` as `parse` raises it."

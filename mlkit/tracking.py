@@ -407,14 +407,23 @@ def log_dataset(
     ds,  # a `mlkit.data.Dataset`
     order_independent: bool = False,  # fingerprint ignoring row order
 ) -> str:
-    "Record the fingerprint of a data set the run read; returns the fingerprint."
+    "Record the fingerprint of a data set the run read, and its contract (whether the frame passed it); returns the fingerprint."
     from mlkit.data import fingerprint
 
     fp = fingerprint(ds.frame, order_independent=order_independent)
-    _update_json(
-        current_run_dir() / "data.json",
-        {ds.name: {"fingerprint": fp, "rows": len(ds.frame), "columns": list(ds.frame.columns)}},
-    )
+    contract = {
+        "name": ds.schema.name,
+        # True when the frame came out of mlkit.contracts.validate against this contract (load_dataset does that)
+        "passed": ds.frame.attrs.get("mlkit_contract") == ds.schema.name,
+        "rules": json.loads(json.dumps(ds.schema.metadata, default=str)),  # types, ranges, classes, min rows…
+    }
+    entry = {
+        "fingerprint": fp,
+        "rows": len(ds.frame),
+        "columns": list(ds.frame.columns),
+        "contract": contract,
+    }
+    _update_json(current_run_dir() / "data.json", {ds.name: entry})
     return fp
 
 
@@ -438,7 +447,7 @@ def log_model(
     import joblib
     import pandas as pd
 
-    from mlkit.contracts import feature_spec
+    from mlkit.contracts import feature_rules, feature_spec
 
     run_dir = current_run_dir()
     features = feature_spec(schema)
@@ -465,6 +474,7 @@ def log_model(
                 "classes": classes,
                 "target": schema.metadata["target"],
                 "intended_use": schema.metadata.get("intended_use"),  # declared with the data set's contract
+                "rules": {f["name"]: feature_rules(f) for f in features},  # for the endpoint's refusals
             }
         ),
     )

@@ -11,7 +11,8 @@ import pandas as pd
 import pytest
 from conftest import NOTEBOOK
 
-from mlkit.core import ConfigError, ExportError
+from mlkit.contracts import validate
+from mlkit.core import ConfigError, ContractError, ExportError
 from mlkit.data import load_dataset
 from mlkit.demo import bentoml_server, post_json
 from mlkit.export import export_run, sklearn_to_onnx
@@ -129,6 +130,12 @@ def test_the_served_model_answers_raw_fields_as_the_pipeline_does(
         np.abs(np.array(body["probabilities"]) - pipeline.predict_proba(known)).max() <= settings.parity_atol
     )
     assert refused == 422 and detail["detail"][0]["loc"] == ["records", 0, "region"]
+    # the endpoint names the contract's rule as validation words it: one definition at both ends
+    rule = detail["detail"][0]["rule"]
+    assert rule == "isin(['north', 'south', 'east', 'west'])" and rule in detail["detail"][0]["msg"]
+    with pytest.raises(ContractError) as offline:
+        validate(churn.frame.head(100).assign(region="atlantis"), churn.schema)
+    assert f"column 'region' breaks the rule {rule} (100 rows" in str(offline.value)
 
 
 def test_families_without_an_encoder_refuse_categorical_features(churn):

@@ -50,7 +50,8 @@ def test_demo_runs_end_to_end(demo_run):
         assert f"request {i}: true label" in out
     assert (
         "a record with age=150 gets 422" in out
-        and '"loc": ["records", 0, "age"]' in out  # the contract's rule
+        and '"loc": ["records", 0, "age"]' in out
+        and "in_range(18, 100)" in out  # the contract's rule, as validation words it
     )
     assert "Demo runs: train_tabular" in out
     assert "'production' (new) -> train_tabular:" in out and "behind alias 'production'" in out

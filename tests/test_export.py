@@ -13,7 +13,7 @@ import pytest
 from conftest import NOTEBOOK
 
 from mlkit.core import ExportError, RunFailed
-from mlkit.data import load_dataset
+from mlkit.data import fingerprint, load_dataset
 from mlkit.export import export_run
 from mlkit.registry import get_model, list_models
 from mlkit.runner import run_notebook
@@ -44,6 +44,8 @@ def test_the_exported_model_carries_its_lineage(exported, runs, settings):
     assert meta["notebook_hash"] == run.notebook_hash
     assert meta["parameters"] == run.parameters
     assert meta["data"]["breast_cancer"]["fingerprint"] == run.data["breast_cancer"]["fingerprint"]
+    holdout = pd.read_parquet(Path(run.run_dir) / "holdout.parquet")  # the rows the metrics came from
+    assert meta["holdout"] == {"rows": 143, "fingerprint": fingerprint(holdout, order_independent=True)}
     assert meta["metrics"] == pytest.approx(run.metrics)
     assert [f["name"] for f in meta["features"]][:2] == ["mean_radius", "mean_texture"]
     assert meta["classes"] == [0, 1]

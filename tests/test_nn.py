@@ -15,7 +15,7 @@ def test_sklearn_estimator_contract(estimator, check):
     check(estimator)
 
 
-def test_torch_run_exports_with_parity_and_quantized_variants(settings, store):
+def test_torch_run_exports_with_parity_and_quantized_variants(settings, store, runs):
     from mlkit.export import export_run
     from mlkit.registry import get_model
     from mlkit.runner import run_notebook
@@ -24,6 +24,12 @@ def test_torch_run_exports_with_parity_and_quantized_variants(settings, store):
         ROOT / "nbs/experiments/train_torch.ipynb", {"epochs": 15}, settings=settings, store=store
     )
     assert run.status == "finished" and run.metrics["roc_auc"] > 0.95
+    # the same contract as the scikit-learn notebook: its split and CV parameters, every metric it records
+    tabular = runs["logreg"]
+    shared = ("dataset", "test_size", "time_column", "cv_folds", "random_state")
+    assert {k: run.parameters[k] for k in shared} == {k: tabular.parameters[k] for k in shared}
+    assert set(tabular.metrics) <= set(run.metrics) and run.primary_metric == tabular.primary_metric
+    assert run.metrics["cv_accuracy_mean"] > run.metrics["baseline_cv_accuracy_mean"]
     result = export_run(run.id, quantize=["int8"], settings=settings, store=store)
     assert result.parity.max_abs_diff < 1e-5 and result.parity.label_agreement == 1.0
     meta = get_model(result.tag, settings).info.metadata

@@ -93,9 +93,13 @@ def test_the_served_model_answers_species_names(penguin_export, penguins, settin
         status, body = post_json(url + "/predict", {"records": records})
         assert status == 200, body
         refused, detail = post_json(url + "/predict", {"records": [{**records[0], "island": "Antarctica"}]})
+        unnamed, missing = post_json(url + "/predict", {"records": [{**records[0], "island": None}]})
     assert body["classes"] == SPECIES
     assert body["labels"] == pipeline.predict(rows).tolist()
     assert (
         np.abs(np.array(body["probabilities"]) - pipeline.predict_proba(rows)).max() <= settings.parity_atol
     )
     assert refused == 422 and detail["detail"][0]["loc"] == ["records", 0, "island"]
+    # each refusal names the contract's rule as validation words it
+    assert detail["detail"][0]["rule"] == "isin(['Biscoe', 'Dream', 'Torgersen'])"
+    assert unnamed == 422 and missing["detail"][0]["rule"] == "not_nullable"

@@ -41,7 +41,14 @@ def meta(score=0.99, fp=FP, latency=0.4, agreement=1.0, max_diff=3e-8, run="r-te
         "run_id": run,
         "primary_metric": "roc_auc",
         "metrics": {"roc_auc": score, "accuracy": score - 0.03},
-        "data": {"breast_cancer": {"fingerprint": fp, "rows": 569}},
+        "data": {
+            "breast_cancer": {
+                "fingerprint": fp,
+                "rows": 569,
+                "contract": {"name": "breast_cancer", "passed": True},
+            }
+        },
+        "holdout": {"rows": 143, "fingerprint": "sha256:" + "c" * 64},
         "parity": {
             "n_rows": 143,
             "max_abs_diff": max_diff,
@@ -126,6 +133,8 @@ FAILURES = {
     "a tie": (dict(score=0.990), {}, ["metric"], "improvement +0"),
     "better, not by the margin": (dict(score=0.992), {"margin": 0.005}, ["metric"], "by the margin 0.005 (higher is better): improvement +0.002"),
     "other data": (dict(score=0.999, fp="sha256:" + "b" * 64), {}, ["metric"], "not evaluated on the same data (candidate: breast_cancer sha256:bbbbbbbbbbbb…; holder: breast_cancer sha256:aaaaaaaaaaaa…)"),
+    "same data, other holdout": (dict(score=0.999, holdout={"rows": 143, "fingerprint": "sha256:" + "d" * 64}), {}, ["metric"], "same data, other holdout rows (candidate: 143 rows sha256:dddddddddddd…; holder: 143 rows sha256:cccccccccccc…), so their roc_auc values cannot be compared"),
+    "data past its contract": (dict(score=0.995, contract_passed=False), {}, ["contract"], "contract: the training data ['breast_cancer'] did not come through its contract (mlkit.contracts.validate)"),
     "parity labels": (dict(score=0.995, agreement=0.97), {}, ["parity"], "label agreement 97.00% < required 99.00%"),
     "parity probabilities": (dict(score=0.995, max_diff=2e-3), {}, ["parity"], "max |Δp| 0.002 > atol 0.0001"),
     "no data fingerprints": (dict(score=0.995, fp=None), {}, ["metric", "contract"], "contract: no data fingerprints recorded"),
@@ -146,6 +155,9 @@ def test_a_failed_gate_names_the_check_with_its_numbers_and_changes_nothing(case
         fields.pop("data")
     if candidate.get("latency", "") is None:
         fields.pop("latency_ms")
+    if candidate.get("contract_passed") is False:
+        fields.pop("contract_passed")
+        fields["data"]["breast_cancer"]["contract"]["passed"] = False
     bad = save_model(name, {"model.onnx": b"x"}, fields, settings)
     before = state(alias, settings)
     with pytest.raises(PromotionError) as refused:

@@ -46,6 +46,9 @@ def test_a_run_is_recorded_with_its_lineage(runs, store):
     )
     assert rec.created_at <= rec.finished_at
     assert rec.output_hash == file_hash(rec.output_path)  # the executed notebook as the run left it
+    contract = rec.data["breast_cancer"]["contract"]  # recorded with the run: the contract and that it passed
+    assert (contract["name"], contract["passed"]) == ("breast_cancer", True)
+    assert contract["rules"]["classes"] == [0, 1] and contract["rules"]["min_rows"] == 500
 
 
 def test_the_executed_notebook_is_kept_with_its_parameters(runs, settings):
