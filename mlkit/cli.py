@@ -174,8 +174,10 @@ def export(
     quantize: Annotated[
         list[str] | None, typer.Option(help="also try a quantized variant: int8, fp16")
     ] = None,
+    card: Annotated[bool, typer.Option(help="write the version's model card under reports/models/")] = True,
 ) -> None:
-    "Export RUN_ID's model to ONNX with a parity check into the model store; prints the model tag."
+    "Export RUN_ID's model to ONNX with a parity check into the model store, with its model card; prints the model tag."
+    from mlkit.cards import write_card
     from mlkit.export import export_run
     from mlkit.progress import StepProgress
 
@@ -191,6 +193,9 @@ def export(
         typer.echo(f"latency {name}: " + ", ".join(f"batch {b}: {v:.3f} ms" for b, v in ms.items()), err=True)
     for kind, q in result.quantization.items():
         typer.echo(f"{kind}: {'kept' if q['kept'] else 'discarded'}: {q['reason']}", err=True)
+    if card:
+        md, html = write_card(result.tag)
+        typer.echo(f"model card: {md} and {html.name}", err=True)
     typer.echo(result.tag)
 
 

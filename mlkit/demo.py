@@ -129,6 +129,7 @@ def run_demo(
     from rich.console import Console
 
     from mlkit.data import load_dataset
+    from mlkit.cards import write_card
     from mlkit.export import export_run
     from mlkit.promotion import PromotionError, promote
     from mlkit.runner import run_notebook
@@ -166,6 +167,8 @@ def run_demo(
         f"as {exported.tag}; parity on {p.n_rows} holdout rows: max |Δp| {p.max_abs_diff:.1e}, "
         f"label agreement {p.label_agreement:.1%}"
     )
+    card, _ = write_card(exported.tag, settings)  # every exported version gets its model card
+    console.print(f"model card: {card} (and .html)")
 
     console.rule("4. promote through the gate, serve the alias (bentoml serve, 127.0.0.1)")
     try:

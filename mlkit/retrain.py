@@ -119,6 +119,7 @@ def retrain(
     settings: Settings | None = None,
 ) -> dict[str, Any]:
     "Rerun, export, and promote through the gate; returns what happened (action: none | refused | promoted)."
+    from mlkit.cards import write_card
     from mlkit.export import export_run
     from mlkit.promotion import PromotionError, promote
     from mlkit.runner import run_notebook
@@ -141,7 +142,8 @@ def retrain(
     if record.status != "finished":
         return {**out, "action": "failed", "run": record.id, "reason": record.error}
     exported = export_run(record.id, settings=settings)
-    out.update(run=record.id, candidate=exported.tag)
+    card, _ = write_card(exported.tag, settings)  # every exported version gets its model card
+    out.update(run=record.id, candidate=exported.tag, card=str(card))
     why = f"retrain of {tag}" + (f": drift in {', '.join(out['drifted'])}" if out.get("drifted") else "")
     try:
         change = promote(exported.tag, model, reason=why, settings=settings)

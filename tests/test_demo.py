@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from conftest import ROOT, isolated_env
@@ -46,6 +47,8 @@ def test_demo_runs_end_to_end(demo_run):
     assert "label rows joined point-in-time to 8 features from a DuckDB feature store, contract passed" in out
     assert out.count("roc_auc=") >= 3
     assert "label agreement 100.0%" in out
+    card = Path(out.split("model card: ", 1)[1].split(" (and .html)")[0].replace("\n", ""))
+    assert card.is_file() and card.read_text().startswith("# Model card: train_tabular:")
     for i in (1, 2, 3):
         assert f"request {i}: true label" in out
     assert (

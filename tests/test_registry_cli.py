@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 from conftest import ROOT
 
@@ -64,5 +65,8 @@ def test_export_prints_parity_latency_and_each_variant_kept_or_discarded(runs):
     assert "fp16: discarded: not applicable: fp16 converts tensor operators; this graph computes with" in err
     int8 = [line for line in err.splitlines() if line.startswith("int8: ")]
     assert len(int8) == 1 and int8[0].split(": ")[1] in ("kept", "discarded") and len(int8[0]) > 30
+    card = [line for line in err.splitlines() if line.startswith("model card: ")]  # every version gets one
+    md = Path(card[0].split(": ", 1)[1].split(" and ")[0])
+    assert md.is_file() and f"# Model card: {tag}" in md.read_text() and md.with_suffix(".html").is_file()
     listed = json.loads(mlkit("models", "--json").stdout)
     assert tag in json.dumps(listed)

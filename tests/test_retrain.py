@@ -80,6 +80,8 @@ def test_drift_feedback_and_retrain_through_the_gate(live, settings, tmp_path):
     assert out["drifted"] == ["mean_smoothness"]
     assert out["action"] == "refused", out
     assert out["candidate"] != live
+    card = Path(out["card"])  # the new version got its model card
+    assert card.is_file() and out["candidate"] in card.read_text()
     assert "metric" in out["reason"]
     assert aliases(settings)[ALIAS] == live
 
