@@ -362,14 +362,17 @@ def quality(
         Path | None, typer.Option(help="the HTML file (default: reports/quality/DATASET.html)")
     ] = None,
 ) -> None:
-    "Write a data-quality report (shape, missing share, cardinality, distributions) of DATASET; prints its path."
+    "Write a data-quality report (shape, missing share, cardinality, distributions, leaks) of DATASET; prints its path."
     from mlkit.core import get_settings
     from mlkit.data import load_dataset
     from mlkit.quality import quality_report
 
     ds = load_dataset(dataset)
     path = out or get_settings().root / "reports" / "quality" / f"{dataset}.html"
-    typer.echo(quality_report(ds.frame, path, title=f"Data quality: {dataset}", schema=ds.schema))
+    report = quality_report(
+        ds.frame, path, title=f"Data quality: {dataset}", schema=ds.schema, target=ds.target
+    )
+    typer.echo(report)
 
 
 @app.command()

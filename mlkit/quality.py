@@ -118,11 +118,28 @@ td,th{border-bottom:1px solid #ddd;padding:4px 8px;text-align:right} td:first-ch
 """
 
 
+def _leak_section(frame: pd.DataFrame, target: str) -> str:
+    "The single-feature leak check of `mlkit.guards` on the whole frame, as HTML."
+    import warnings
+
+    from mlkit.guards import LeakWarning, leaky_features
+
+    with warnings.catch_warnings():  # the report shows them; no need to warn as well
+        warnings.simplefilter("ignore", LeakWarning)
+        found = leaky_features(frame, target)
+    if not found:
+        none = f"No single feature predicts '{target}' with ROC AUC >= 0.98."
+        return f"<h2>Leaks</h2><p class='ok'>{html.escape(none)}</p>"
+    items = "".join(f"<li>{html.escape(f.message)}</li>" for f in found)
+    return f"<h2>Leaks</h2><ul class='warn'>{items}</ul>"
+
+
 def quality_report(
     frame: pd.DataFrame,  # the data
     path: Path | str,  # the HTML file to write, e.g. reports/quality/customers.html
     title: str | None = None,  # the report's heading; default: the file name
     schema: pa.DataFrameSchema | None = None,  # a contract to check (violations listed, not raised)
+    target: str | None = None,  # a classification target: flag features that alone predict it (likely leaks)
     bins: int = 30,  # histogram bins
     top: int = 20,  # most frequent values shown for a categorical column
 ) -> Path:
@@ -146,6 +163,8 @@ def quality_report(
             parts.append(
                 f"<h2>Contract</h2><p class='warn'>{html.escape(str(err).splitlines()[0])}</p><ul>{items}</ul>"
             )
+    if target is not None:
+        parts.append(_leak_section(frame, target))
     shown = [
         "column",
         "kind",

@@ -51,6 +51,12 @@ def test_quality_report_of_a_registered_dataset(tmp_path):
     done = mlkit("quality", "breast_cancer", "--out", out)
     assert done.returncode == 0, done.stderr
     assert out.is_file() and "mean_radius" in out.read_text()
+    # a real set with a feature that alone separates the classes: the report's leak check names it
+    leaky = tmp_path / "penguins.html"
+    done = mlkit("quality", "penguins", "--out", leaky)
+    assert done.returncode == 0, done.stderr
+    assert "The feature &#x27;flipper_length_mm&#x27; alone predicts &#x27;species&#x27;" in leaky.read_text()
+    assert "<h2>Leaks</h2>" in out.read_text()
 
 
 def test_export_prints_parity_latency_and_each_variant_kept_or_discarded(runs):

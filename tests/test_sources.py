@@ -265,3 +265,47 @@ def test_postgres_table_query_and_streamed_chunks(postgres_url, people):
         read_source(postgres_url, query="SELECT * FROM customers WHERE fee < 0")
     with pytest.raises(ConfigError, match='relation "nope" does not exist'):
         read_source(postgres_url, query="SELECT * FROM nope")
+
+
+@pytest.mark.parametrize("kind", ["sql", "duckdb", "csv", "parquet"])
+def test_chunked_ingest_writes_what_whole_ingest_writes(files, people, tmp_path, kind):
+    location, options = locations(files, people)[kind]
+    contract = tabular_schema(
+        {
+            "id": Feature("int", unique=True),
+            "plan": Feature("str", allowed=["basic", "pro", "team"]),
+            "fee": "float",
+        },
+        name="customers",
+        min_rows=N,
+    )
+    whole = ingest(location, contract, tmp_path / "whole.parquet", **options)
+    chunked = ingest(location, contract, tmp_path / "chunked.parquet", chunksize=600, **options)
+    pd.testing.assert_frame_equal(pd.read_parquet(chunked), pd.read_parquet(whole))
+    assert pd.read_parquet(chunked)["id"].tolist() == people["id"].tolist()
+
+
+def test_chunked_ingest_checks_the_whole_table_rules_over_every_chunk(files, people, tmp_path):
+    "Rules no single chunk can break: a missing share reached only overall, too few rows, a key repeated across chunks."
+    sparse = people.assign(
+        fee=people["fee"].where(people.index % 10 != 0)
+    )  # 10% missing: 0-20% in each chunk
+    sparse.loc[2_000, "id"] = 5  # repeats row 5, three chunks earlier
+    sparse.to_csv(tmp_path / "sparse.csv", index=False)
+    contract = tabular_schema(
+        {"id": Feature("int", unique=True), "plan": "str", "fee": Feature("float", max_missing=0.05)},
+        name="customers",
+        min_rows=3_000,
+    )
+    dest = tmp_path / "lake" / "customers.parquet"
+    with pytest.raises(ContractError) as err:
+        ingest(tmp_path / "sparse.csv", contract, dest, chunksize=600)
+    message = str(err.value)
+    assert "breaks its contract (3 violations)" in message
+    assert "the data set breaks the rule at least 3000 rows" in message
+    assert "column 'fee' breaks the rule missing share <= 0.05" in message
+    assert "column 'id' breaks the rule field_uniqueness (1 rows, e.g. 5 at row 2000)" in message
+    assert not dest.parent.exists() or list(dest.parent.iterdir()) == []  # nothing written, no temp file left
+    # the same data checked in one piece breaks the same rules
+    with pytest.raises(ContractError, match=r"3 violations"):
+        ingest(tmp_path / "sparse.csv", contract, dest)
