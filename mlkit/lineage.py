@@ -25,8 +25,9 @@ class Lineage:
     # executed_hash (of the file at the run's end), executed_matches (the file still has it)
     parameters: dict | None  # the run's resolved parameters; None: not recorded
     data: dict | None  # data set name -> {fingerprint, rows}; None: not recorded
-    git: dict | None  # {commit, dirty} at export; None: not recorded
-    packages: dict | None  # package name -> version at export; None: not recorded
+    git: dict | None  # {commit, dirty} when the run started (older models: at export); None: not recorded
+    packages: dict | None  # package name -> version, likewise; None: not recorded
+    recorded_at: str | None = None  # 'run' or 'export': when git and packages were taken
 
     @property
     def missing(self) -> list[str]:
@@ -78,10 +79,13 @@ class Lineage:
                 self.git.get("dirty"), "dirty flag not recorded"
             )
             commit = self.git.get("commit")
+            when = {"run": "when the run started", "export": "at export (the run predates recording it)"}.get(
+                self.recorded_at, "when not recorded"
+            )
             git = [
-                f"commit {commit} ({dirty})"
+                f"commit {commit} ({dirty}), {when}"
                 if commit
-                else "no commit: the project was not a git checkout at export"
+                else f"no commit: the project was not a git checkout {when}"
             ]
         packages = [f"{k} {v}" for k, v in sorted((self.packages or {}).items())]
         return [
@@ -174,4 +178,5 @@ def lineage(
         else None,
         git=meta.get("git"),
         packages=meta.get("packages"),
+        recorded_at=meta.get("lineage_recorded_at", "export" if meta.get("git") is not None else None),
     )

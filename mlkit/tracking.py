@@ -42,6 +42,8 @@ runs_table = sa.Table(
     sa.Column("run_dir", sa.Text, nullable=False),  # artifacts the notebook wrote
     sa.Column("output_path", sa.Text, nullable=False),  # the executed notebook
     sa.Column("output_hash", sa.String(80)),  # sha256 of the executed notebook's file, outputs included
+    sa.Column("git", sa.JSON),  # {commit, dirty} of the project when the run started
+    sa.Column("packages", sa.JSON),  # package -> version in the environment that ran it
     sa.Column("wandb_path", sa.Text),  # offline run folder, or entity/project/id online
     sa.Column("cache_key", sa.String(80)),  # sha256 of notebook hash + parameters (see runner.cache_key)
     sa.Column("study", sa.String(256)),  # the sweep's Optuna study, when the run is a trial
@@ -74,6 +76,8 @@ class RunRecord(Displayable):
     study: str | None = None
     trial: int | None = None
     output_hash: str | None = None  # 'sha256:…' of the executed notebook as the run left it
+    git: dict | None = None  # {'commit', 'dirty'} of the project when the run started; None: not recorded
+    packages: dict | None = None  # package -> version when the run started; None: not recorded
     findings: list | None = (
         None  # [{'check', 'severity', 'message', 'details'}]; None: the notebook logged none
     )

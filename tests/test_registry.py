@@ -457,6 +457,8 @@ def test_lineage_of_a_real_export_is_complete(exported, runs, settings):
         ["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True
     ).stdout.strip()
     assert chain.git["commit"] == head and isinstance(chain.git["dirty"], bool)
+    # taken when the run started, from its record: the code and packages that trained the model
+    assert chain.recorded_at == "run" and (chain.git, chain.packages) == (run.git, run.packages)
     assert chain.packages["scikit-learn"] == importlib.metadata.version("scikit-learn")
     assert chain.packages["onnxruntime"] == importlib.metadata.version("onnxruntime")
     text = chain.to_text()

@@ -1,5 +1,6 @@
 """Real papermill runs of the experiment notebook, their run records and their W&B offline runs."""
 
+import importlib.metadata
 import json
 import os
 import subprocess
@@ -46,6 +47,11 @@ def test_a_run_is_recorded_with_its_lineage(runs, store):
     )
     assert rec.created_at <= rec.finished_at
     assert rec.output_hash == file_hash(rec.output_path)  # the executed notebook as the run left it
+    head = subprocess.run(
+        ["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True
+    ).stdout.strip()
+    assert rec.git["commit"] == head and isinstance(rec.git["dirty"], bool)  # the code that trained it
+    assert rec.packages["scikit-learn"] == importlib.metadata.version("scikit-learn")
     contract = rec.data["breast_cancer"]["contract"]  # recorded with the run: the contract and that it passed
     assert (contract["name"], contract["passed"]) == ("breast_cancer", True)
     assert contract["rules"]["classes"] == [0, 1] and contract["rules"]["min_rows"] == 500
