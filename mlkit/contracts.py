@@ -151,7 +151,14 @@ def tabular_schema(
         columns,
         name=name,
         coerce=False,
-        checks=[pa.Check(lambda df: len(df) >= min_rows, name="min_rows", error=f"at least {min_rows} rows")],
+        checks=[
+            pa.Check(
+                lambda df: len(df) >= min_rows,
+                name="min_rows",
+                error=f"at least {min_rows} rows",
+                statistics={"rows": min_rows},  # for checking it over a table read in chunks (split_rules)
+            )
+        ],
         metadata={
             "target": target,
             "features": {col: feature.dtype for col, feature in declared.items()},
@@ -235,7 +242,7 @@ _ROW_CHECKS = {"in_range", "greater_than_or_equal_to", "less_than_or_equal_to", 
 
 
 def split_rules(schema: pa.DataFrameSchema) -> tuple[pa.DataFrameSchema, dict[str, Any]]:
-    "(a schema of the rules each row keeps on its own, the whole-table rules {'min_rows', 'max_missing', 'unique'})."
+    "(a schema of the rules each row keeps on its own, the whole-table rules); each of those as (limit, its words)."
     unknown = [c.name for c in schema.checks if c.name != "min_rows"] + [
         f"{name}: {c.name}"
         for name, col in schema.columns.items()
@@ -248,9 +255,11 @@ def split_rules(schema: pa.DataFrameSchema) -> tuple[pa.DataFrameSchema, dict[st
             f"({', '.join(map(str, unknown))}); check the data in one piece."
         )
     table = {
-        "min_rows": (schema.metadata or {}).get("min_rows", 0),
+        "min_rows": next(
+            ((c.statistics["rows"], c.error) for c in schema.checks if c.name == "min_rows"), (0, None)
+        ),
         "max_missing": {
-            name: c.statistics["share"]
+            name: (c.statistics["share"], c.error)
             for name, col in schema.columns.items()
             for c in col.checks
             if c.name == "max_missing_share"

@@ -454,34 +454,25 @@ def _ingest_chunks(
     tmp = dest.with_name(f".{dest.name}.{secrets.token_hex(3)}.tmp")
     try:
         for chunk in iter_source(location, chunksize, kind, **options):
-            chunk.index = pd.RangeIndex(
-                rows, rows + len(chunk)
-            )  # rows are named by their place in the source
+            # rows are named by their place in the source
+            chunk.index = pd.RangeIndex(rows, rows + len(chunk))
             rows += len(chunk)
             for col in missing:
                 missing[col] += int(chunk[col].isna().sum()) if col in chunk else 0
-            for col, values in seen.items():
-                if col in chunk:
-                    repeated = chunk[col].notna() & (
-                        chunk[col].duplicated() | chunk[col].isin(values)
-                    )  # a later row repeating a value
-                    _merge(
-                        found,
-                        [
-                            {
-                                "column": col,
-                                "rule": "field_uniqueness",
-                                "rows": int(repeated.sum()),
-                                "sample": [
-                                    {"row": int(i), "value": v}
-                                    for i, v in chunk[col][repeated].head(3).items()
-                                ],
-                            }
-                        ]
-                        if repeated.any()
-                        else [],
-                    )
-                    values.update(chunk[col].dropna().tolist())
+            for col in (c for c in seen if c in chunk):
+                values = chunk[col]
+                # later rows repeating a value seen before, in this chunk or an earlier one
+                repeated = values.notna() & (values.duplicated() | values.isin(seen[col]))
+                if repeated.any():
+                    sample = [{"row": int(i), "value": v} for i, v in values[repeated].head(3).items()]
+                    rule = {
+                        "column": col,
+                        "rule": "field_uniqueness",
+                        "rows": int(repeated.sum()),
+                        "sample": sample,
+                    }
+                    _merge(found, [rule])
+                seen[col].update(values.dropna().tolist())
             try:
                 checked = validate(chunk, per_row)
             except ContractError as err:
@@ -491,15 +482,12 @@ def _ingest_chunks(
                 data = pyarrow.Table.from_pandas(checked, preserve_index=False).replace_schema_metadata(None)
                 writer = writer or pq.ParquetWriter(tmp, data.schema)
                 writer.write_table(data.cast(writer.schema))
-        if rows < table["min_rows"]:
-            _merge(
-                found,
-                [{"column": None, "rule": f"at least {table['min_rows']} rows", "rows": 0, "sample": []}],
-            )
-        for col, share in table["max_missing"].items():
+        least, words = table["min_rows"]
+        if rows < least:
+            _merge(found, [{"column": None, "rule": words, "rows": 0, "sample": []}])
+        for col, (share, words) in table["max_missing"].items():
             if missing[col] > share * rows:
-                rule = f"missing share <= {share:g}"
-                _merge(found, [{"column": col, "rule": rule, "rows": 0, "sample": []}])
+                _merge(found, [{"column": col, "rule": words, "rows": 0, "sample": []}])
         if found:
             raise violation_error(schema.name, list(found.values()))
         writer.close()

@@ -128,8 +128,8 @@ def run_demo(
     import pandas as pd
     from rich.console import Console
 
-    from mlkit.data import load_dataset
     from mlkit.cards import write_card
+    from mlkit.data import load_dataset
     from mlkit.export import export_run
     from mlkit.promotion import PromotionError, promote
     from mlkit.runner import run_notebook

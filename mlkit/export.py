@@ -9,10 +9,8 @@ __all__ = ['EXPORTERS', 'QUANTIZERS', 'register_exporter', 'sklearn_to_onnx', 't
 # %% ../nbs/09_export.ipynb #a8d3cbc2
 import copy
 import dataclasses
-import importlib.metadata
 import inspect
 import json
-import subprocess
 import tempfile
 import time
 from collections.abc import Callable
@@ -498,9 +496,8 @@ def export_run(
         "target": info["target"],
         "flavor": info["flavor"],
         "intended_use": info.get("intended_use"),  # from the data set's contract, through the run
-        "rules": info.get(
-            "rules"
-        ),  # each feature's contract rules in validation's words (the endpoint names them)
+        # each feature's contract rules in validation's words (the endpoint names them)
+        "rules": info.get("rules"),
         "mlkit_version": __version__,
         "latency_ms": latency,
         "quantization": quantization,

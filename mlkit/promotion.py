@@ -234,7 +234,8 @@ def _contract_check(candidate: dict) -> Check:
             "`mlkit.data.load_dataset`, record it with `log_dataset`, rerun and re-export",
         )
     data = candidate["data"]
-    unchecked = sorted(k for k in fingerprints if (data[k].get("contract") or {}).get("passed") is False)
+    passed = {k: (data[k].get("contract") or {}).get("passed") for k in fingerprints}  # None: not recorded
+    unchecked = sorted(k for k, ok in passed.items() if ok is False)
     if unchecked:
         return Check(
             "contract",
@@ -245,10 +246,9 @@ def _contract_check(candidate: dict) -> Check:
     seen = ", ".join(
         f"{k} ({data[k].get('rows', '?')} rows, {v[:19]}…)" for k, v in sorted(fingerprints.items())
     )
-    checked = all((data[k].get("contract") or {}).get("passed") is True for k in fingerprints)
     how = (
         "each passed its contract"
-        if checked
+        if all(passed.values())
         else "loaded by a run that predates mlkit recording the contract check"
     )
     return Check("contract", True, f"trained on {seen}: {how} (run {candidate.get('run_id')})")

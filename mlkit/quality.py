@@ -122,13 +122,13 @@ def _leak_section(frame: pd.DataFrame, target: str) -> str:
     "The single-feature leak check of `mlkit.guards` on the whole frame, as HTML."
     import warnings
 
-    from mlkit.guards import LeakWarning, leaky_features
+    from mlkit.guards import LEAK_AUC, LeakWarning, leaky_features
 
     with warnings.catch_warnings():  # the report shows them; no need to warn as well
         warnings.simplefilter("ignore", LeakWarning)
-        found = leaky_features(frame, target)
+        found = leaky_features(frame, target, threshold=LEAK_AUC)
     if not found:
-        none = f"No single feature predicts '{target}' with ROC AUC >= 0.98."
+        none = f"No single feature predicts '{target}' with ROC AUC >= {LEAK_AUC:g}."
         return f"<h2>Leaks</h2><p class='ok'>{html.escape(none)}</p>"
     items = "".join(f"<li>{html.escape(f.message)}</li>" for f in found)
     return f"<h2>Leaks</h2><ul class='warn'>{items}</ul>"
