@@ -1,14 +1,21 @@
 """`mlkit` on the command line: a thin typer layer over the Python API.
 
-Every command is one call a notebook can make too (`mlkit.runner.run_notebook`, `mlkit.sweep.sweep`,
-`mlkit.export.export_run`, ...). Heavy libraries (papermill, scikit-learn, W&B, BentoML, Optuna, Dask, torch)
+Every command is one call a notebook can make too (`mlkit.runs.runner.run_notebook`, `mlkit.runs.sweep.sweep`,
+`mlkit.registry.export.export_run`, ...). Heavy libraries (papermill, scikit-learn, W&B, BentoML, Optuna, Dask, torch)
 are imported inside the commands that use them, so `mlkit --help` stays fast. Hand-written glue, not generated.
+
+The commands whose result a notebook wants to look at (`run`, `runs`, `compare`, `sweep`, `report`, `models`)
+return it as well as printing it: inside `returning()` they only return it, which is how `%mlkit` (`mlkit.magics`)
+runs this very app and displays the table or record instead of its text.
 """
 
 import json
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -34,6 +41,35 @@ def _console_err():
     return Console(stderr=True)
 
 
+_returning: ContextVar[bool] = ContextVar("mlkit_cli_returning", default=False)
+
+
+@contextmanager
+def returning() -> Iterator[None]:
+    "Within it, commands return their result for the caller to display instead of printing it (how `%mlkit` runs them)."
+    token = _returning.set(True)
+    try:
+        yield
+    finally:
+        _returning.reset(token)
+
+
+def _show(
+    value: Any,  # the command's result: a record, a table, a list of JSON records
+    text: str | None = None,  # its form on stdout (default: `value` printed by rich)
+    note: str | None = None,  # a line for stderr, on the command line only
+) -> Any:
+    "Print a command's result for the terminal, unless inside `returning()`; return `value` either way."
+    if not _returning.get():
+        if note is not None:
+            typer.echo(note, err=True)
+        if text is None:
+            _console().print(value)
+        else:
+            typer.echo(text)
+    return value
+
+
 @app.command()
 def run(
     notebook: Annotated[Path, typer.Argument(help="experiment notebook to execute")],
@@ -46,12 +82,12 @@ def run(
     force: Annotated[
         bool, typer.Option("--force", help="execute even if an identical run is cached")
     ] = False,
-) -> None:
+) -> Any:
     "Execute NOTEBOOK with parameters through papermill; prints the run id (an identical earlier run is reused)."
     import datetime as dt
 
-    from mlkit.params import load_params_file, parse_assignments, parse_parameters
-    from mlkit.runner import run_notebook
+    from mlkit.runs.params import load_params_file, parse_assignments, parse_parameters
+    from mlkit.runs.runner import run_notebook
 
     declared = parse_parameters(notebook)
     overrides = load_params_file(params_file) if params_file else {}
@@ -62,13 +98,13 @@ def run(
         typer.echo(
             f"cached: run {record.id} has the same notebook, parameters and data (--force reruns)", err=True
         )
-    typer.echo(record.id)
+    return _show(record, record.id)
 
 
 @app.command()
 def params(notebook: Annotated[Path, typer.Argument(help="experiment notebook")]) -> None:
     "List NOTEBOOK's declared parameters: name (type) = default  # help."
-    from mlkit.params import describe, parse_parameters
+    from mlkit.runs.params import describe, parse_parameters
 
     typer.echo(describe(parse_parameters(notebook)))
 
@@ -84,29 +120,26 @@ def runs(
     sort: Annotated[
         str | None, typer.Option(help="rank by this metric (default: each run's primary metric)")
     ] = None,
-) -> None:
+) -> Any:
     "List run records, best first. The cache column is the start of each run's cache key."
-    from mlkit.core import get_settings
-    from mlkit.tracking import RunStore, leaderboard
+    from mlkit.runs.store import list_runs
 
-    records = RunStore(get_settings().run_db).list(notebook=notebook, status=status, study=study)
+    board = list_runs(notebook=notebook, status=status, study=study, sort=sort)
     if as_json:
-        typer.echo(json.dumps([r.to_json() for r in records], indent=1))
-        return
-
-    _console().print(leaderboard(records, sort=sort))
+        rows = [r.to_json() for r in board.records]
+        return _show(rows, json.dumps(rows, indent=1))
+    return _show(board)
 
 
 @app.command()
-def compare(run_ids: Annotated[list[str], typer.Argument(help="two or more run ids")]) -> None:
+def compare(run_ids: Annotated[list[str], typer.Argument(help="two or more run ids")]) -> Any:
     "Parameters and metrics of RUN_IDS side by side, differences highlighted."
-
     from mlkit.core import get_settings
-    from mlkit.report import compare_table
-    from mlkit.tracking import RunStore
+    from mlkit.runs.store import RunStore
+    from mlkit.runs.studies import compare_table
 
     store = RunStore(get_settings().run_db)
-    _console().print(compare_table([store.get(r) for r in run_ids]))
+    return _show(compare_table([store.get(r) for r in run_ids]))
 
 
 @app.command()
@@ -135,10 +168,10 @@ def sweep(
         bool, typer.Option("--force", help="rerun trials whose identical run is cached")
     ] = False,
     seed: Annotated[int | None, typer.Option(help="sampler seed")] = None,
-) -> None:
+) -> Any:
     "Optuna sweep of NOTEBOOK, each trial a papermill run on a Dask worker; prints the study name."
     from mlkit.progress import SweepProgress
-    from mlkit.sweep import sweep as run_sweep
+    from mlkit.runs.sweep import sweep as run_sweep
 
     with SweepProgress(trials) as progress:
         result = run_sweep(
@@ -147,12 +180,11 @@ def sweep(
             force=force, seed=seed, on_event=progress.event,
         )  # fmt: skip
     c = result.counts
-    typer.echo(
+    note = (
         f"study {result.study}: {c['complete']} complete, {c['pruned']} pruned, {c['fail']} failed; "
-        f"best {result.best_value} with {result.best_params} (run {result.best_run_id})",
-        err=True,
+        f"best {result.best_value} with {result.best_params} (run {result.best_run_id})"
     )
-    typer.echo(result.study)
+    return _show(result, result.study, note=note)
 
 
 @app.command()
@@ -161,11 +193,12 @@ def report(
     storage: Annotated[
         str | None, typer.Option(help="Optuna storage (default: setting sweep_storage)")
     ] = None,
-) -> None:
+) -> Any:
     "Write the study's HTML report (leaderboard, history, importances, slices) under reports/; prints its path."
-    from mlkit.report import study_report
+    from mlkit.runs.studies import study_report, study_summary
 
-    typer.echo(study_report(study, storage=storage))
+    summary = study_summary(study, storage, report=study_report(study, storage=storage))
+    return _show(summary, str(summary.report))
 
 
 @app.command()
@@ -177,9 +210,9 @@ def export(
     card: Annotated[bool, typer.Option(help="write the version's model card under reports/models/")] = True,
 ) -> None:
     "Export RUN_ID's model to ONNX with a parity check into the model store, with its model card; prints the model tag."
-    from mlkit.cards import write_card
-    from mlkit.export import export_run
     from mlkit.progress import StepProgress
+    from mlkit.registry.cards import write_card
+    from mlkit.registry.export import export_run
 
     steps = ["convert", "parity", "latency", *(["quantize"] if quantize else []), "save"]
     with StepProgress(f"export {run_id}", steps, console=_console_err()) as progress:
@@ -206,7 +239,7 @@ def build(
     ] = None,
 ) -> None:
     "Build the bento of MODEL (service, model, lineage labels, container settings); prints its tag."
-    from mlkit.retrain import build_bento
+    from mlkit.serving.bento import build_bento
 
     tag, path = build_bento(model)
     typer.echo(f"built from {path}; containerize with: bentoml containerize {tag}", err=True)
@@ -226,7 +259,7 @@ def drift(
     ] = None,
 ) -> None:
     "Test the served inputs of MODEL for drift against its reference; write an HTML report."
-    from mlkit.retrain import drift_check
+    from mlkit.monitoring.drift import drift_check
 
     report, path = drift_check(model, since=since, out_dir=out_dir)
     typer.echo(repr(report), err=True)
@@ -243,7 +276,7 @@ def feedback(
     ] = None,
 ) -> None:
     "Live metric of MODEL on late labels, against its training metric."
-    from mlkit.retrain import feedback as run_feedback
+    from mlkit.monitoring.feedback import feedback as run_feedback
 
     out = run_feedback(file, model)
     change = (
@@ -275,16 +308,15 @@ def retrain(
 def models(
     as_json: Annotated[bool, typer.Option("--json", help="print JSON instead of a table")] = False,
     name: Annotated[str | None, typer.Option(help="only versions of this model name")] = None,
-) -> None:
+) -> Any:
     "List model versions in the store with their aliases and key metrics."
-    from mlkit.promotion import list_versions, versions_view
+    from mlkit.registry.versions import list_versions, versions_view
 
     versions = list_versions(name)
     if as_json:
-        typer.echo(json.dumps([v.to_json() for v in versions], indent=1, default=str))
-        return
-
-    _console().print(versions_view(versions))
+        rows = [v.to_json() for v in versions]
+        return _show(rows, json.dumps(rows, indent=1, default=str))
+    return _show(versions_view(versions))
 
 
 @app.command()
@@ -295,7 +327,7 @@ def promote(
     force: Annotated[bool, typer.Option("--force", help="skip the gate; recorded as forced")] = False,
 ) -> None:
     "Point ALIAS at TAG if it passes the gate (metric margin, parity and contract, latency budget)."
-    from mlkit.promotion import promote as run_promote
+    from mlkit.registry.promotion import promote as run_promote
 
     typer.echo(str(run_promote(tag, alias, reason=reason, force=force)))
 
@@ -306,7 +338,7 @@ def rollback(
     reason: Annotated[str | None, typer.Option(help="why, for the audit log")] = None,
 ) -> None:
     "Point ALIAS back to the version it held before, in one audited step."
-    from mlkit.promotion import rollback as run_rollback
+    from mlkit.registry.promotion import rollback as run_rollback
 
     typer.echo(str(run_rollback(alias, reason=reason)))
 
@@ -317,7 +349,7 @@ def audit(
     as_json: Annotated[bool, typer.Option("--json", help="print JSON instead of a table")] = False,
 ) -> None:
     "The append-only log of alias changes: who, when, from which version to which, why, the metrics."
-    from mlkit.promotion import audit_log, audit_view
+    from mlkit.registry.aliases import audit_log, audit_view
 
     entries = audit_log(alias)
     if as_json:
@@ -333,7 +365,7 @@ def lineage(
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
 ) -> None:
     "The chain behind TAG: run, notebook and its hash, parameters, data fingerprints, git commit, packages."
-    from mlkit.lineage import lineage as chain_of
+    from mlkit.registry.lineage import lineage as chain_of
 
     chain = chain_of(tag)
     if as_json:
@@ -349,7 +381,7 @@ def card(
     out_dir: Annotated[Path | None, typer.Option(help="folder (default: reports/models)")] = None,
 ) -> None:
     "Write TAG's model card (Markdown and HTML) under reports/models/; prints both paths."
-    from mlkit.cards import write_card
+    from mlkit.registry.cards import write_card
 
     for path in write_card(tag, out_dir=out_dir):
         typer.echo(path)
@@ -357,15 +389,15 @@ def card(
 
 @app.command()
 def quality(
-    dataset: Annotated[str, typer.Argument(help="a registered data set (mlkit.data)")],
+    dataset: Annotated[str, typer.Argument(help="a registered data set (mlkit.data.datasets)")],
     out: Annotated[
         Path | None, typer.Option(help="the HTML file (default: reports/quality/DATASET.html)")
     ] = None,
 ) -> None:
     "Write a data-quality report (shape, missing share, cardinality, distributions, leaks) of DATASET; prints its path."
     from mlkit.core import get_settings
-    from mlkit.data import load_dataset
-    from mlkit.quality import quality_report
+    from mlkit.data.datasets import load_dataset
+    from mlkit.data.quality import quality_report
 
     ds = load_dataset(dataset)
     path = out or get_settings().root / "reports" / "quality" / f"{dataset}.html"

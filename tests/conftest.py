@@ -60,7 +60,7 @@ def settings(state_dir):
 
 @pytest.fixture(scope="session")
 def store(settings):
-    from mlkit.tracking import RunStore
+    from mlkit.runs.store import RunStore
 
     return RunStore(settings.run_db)
 
@@ -68,7 +68,7 @@ def store(settings):
 @pytest.fixture(scope="session")
 def runs(settings, store):
     "Two real papermill runs of the experiment notebook: a logistic regression and a boosted ensemble."
-    from mlkit.runner import run_notebook
+    from mlkit.runs.runner import run_notebook
 
     return {
         "logreg": run_notebook(NOTEBOOK, {"model": "logreg", "C": 0.5}, settings=settings, store=store),
@@ -78,8 +78,8 @@ def runs(settings, store):
 
 @pytest.fixture(scope="session")
 def exported(runs, settings, store):
-    from mlkit.export import export_run
-    from mlkit.tracking import best_run
+    from mlkit.registry.export import export_run
+    from mlkit.runs.store import best_run
 
     return export_run(best_run(list(runs.values())).id, settings=settings, store=store)
 

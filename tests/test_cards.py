@@ -12,10 +12,10 @@ import pandas as pd
 import pytest
 from sklearn.metrics import confusion_matrix
 
-from mlkit.cards import bootstrap_metrics, model_card, write_card
-from mlkit.data import load_dataset
-from mlkit.promotion import promote
-from mlkit.registry import get_model, save_model
+from mlkit.data.datasets import load_dataset
+from mlkit.registry.cards import bootstrap_metrics, model_card, write_card
+from mlkit.registry.promotion import promote
+from mlkit.registry.store import get_model, save_model
 
 
 def _section(md: str, heading: str) -> str:

@@ -11,15 +11,16 @@ import pandas as pd
 import pytest
 from conftest import NOTEBOOK
 
-from mlkit.contracts import validate
 from mlkit.core import ConfigError, ContractError, ExportError
-from mlkit.data import load_dataset
+from mlkit.data.contracts import validate
+from mlkit.data.datasets import load_dataset
 from mlkit.demo import bentoml_server, post_json
-from mlkit.export import export_run, sklearn_to_onnx
-from mlkit.families import build_model
-from mlkit.inference import OnnxClassifier
-from mlkit.registry import get_model
-from mlkit.runner import run_notebook
+from mlkit.models.families import build_model
+from mlkit.models.inference import OnnxClassifier
+from mlkit.registry.convert import sklearn_to_onnx
+from mlkit.registry.export import export_run
+from mlkit.registry.store import get_model
+from mlkit.runs.runner import run_notebook
 
 CHURN = {"dataset": "churn", "time_column": "timestamp", "model": "logreg", "C": 1.0}
 
@@ -139,7 +140,7 @@ def test_the_served_model_answers_raw_fields_as_the_pipeline_does(
 
 
 def test_families_without_an_encoder_refuse_categorical_features(churn):
-    from mlkit.contracts import feature_spec
+    from mlkit.data.contracts import feature_spec
 
     with pytest.raises(
         ConfigError,
@@ -149,7 +150,7 @@ def test_families_without_an_encoder_refuse_categorical_features(churn):
 
 
 def test_a_pipeline_without_an_encoder_is_refused_at_export(churn):
-    from mlkit.contracts import feature_spec
+    from mlkit.data.contracts import feature_spec
 
     numeric = [c for c in churn.features if c not in ("plan", "region")]
     model = build_model("hgb", max_iter=5).fit(churn.X[numeric], churn.y)

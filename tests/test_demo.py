@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from conftest import ROOT, isolated_env
 
-from mlkit.tracking import RunStore
+from mlkit.runs.store import RunStore
 
 
 def demo_env(tmp_path, **extra) -> dict:
@@ -67,7 +67,7 @@ def test_lineage_is_complete_for_the_model_the_demo_made(demo_run):
     "The lineage of the demo's model, read in a fresh process, matches its run record, git and packages."
     tmp_path, env, done = demo_run
     assert done.returncode == 0
-    show = "import json; from mlkit.lineage import lineage; from mlkit.registry import list_models; "
+    show = "import json; from mlkit.registry.lineage import lineage; from mlkit.registry.store import list_models; "
     show += "print(json.dumps(lineage(str(list_models()[0].tag)).to_json()))"
     out = subprocess.run(
         [sys.executable, "-c", show], env=env, cwd=ROOT, capture_output=True, text=True, timeout=120

@@ -3,9 +3,9 @@
 import datetime as dt
 
 from mlkit.display import Grid, Raw, Styled
-from mlkit.report import compare_table
-from mlkit.sweep import SweepResult
-from mlkit.tracking import RunRecord, leaderboard
+from mlkit.runs.store import RunRecord, leaderboard
+from mlkit.runs.studies import compare_table
+from mlkit.runs.sweep import SweepResult
 
 HOSTILE = "<script>alert('x')</script>"
 

@@ -13,10 +13,11 @@ import pytest
 from conftest import NOTEBOOK
 
 from mlkit.core import ExportError, RunFailed
-from mlkit.data import fingerprint, load_dataset
-from mlkit.export import export_run
-from mlkit.registry import get_model, list_models
-from mlkit.runner import run_notebook
+from mlkit.data.datasets import load_dataset
+from mlkit.data.fingerprints import fingerprint
+from mlkit.registry.export import export_run
+from mlkit.registry.store import get_model, list_models
+from mlkit.runs.runner import run_notebook
 
 
 def test_export_matches_the_fitted_pipeline_on_the_holdout(exported, runs, settings):
@@ -76,10 +77,10 @@ def test_a_deliberately_broken_export_is_refused_with_its_numbers(runs, settings
     "An exporter that halves the logistic regression's coefficients in the ONNX graph: parity must catch it."
     import onnx
 
-    from mlkit import export
+    from mlkit.registry import convert
 
     def broken(model, X):
-        graph = onnx.load_from_string(export.sklearn_to_onnx(model, X))
+        graph = onnx.load_from_string(convert.sklearn_to_onnx(model, X))
         halved = 0
         for node in graph.graph.node:
             for attr in node.attribute:
@@ -89,7 +90,7 @@ def test_a_deliberately_broken_export_is_refused_with_its_numbers(runs, settings
         assert halved, "the test needs a LinearClassifier node to break"
         return graph.SerializeToString()
 
-    monkeypatch.setitem(export.EXPORTERS, "sklearn", broken)
+    monkeypatch.setitem(convert.EXPORTERS, "sklearn", broken)
     before = [str(m.tag) for m in list_models(settings)]
     with pytest.raises(
         ExportError, match=r"ONNX differs from the reference on \d+/143 rows \(max \|Δp\| "

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from mlkit.core import ConfigError, ContractError, NotFound
-from mlkit.features import FeatureStore, FeatureView
+from mlkit.data.features import FeatureStore, FeatureView
 
 T0 = pd.Timestamp("2024-01-01")
 

@@ -8,11 +8,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mlkit.churn import churn_contracts, make_churn
-from mlkit.contracts import validate
 from mlkit.core import ConfigError, ContractError
-from mlkit.data import load_dataset
-from mlkit.guards import (
+from mlkit.data.churn import churn_contracts, make_churn
+from mlkit.data.contracts import validate
+from mlkit.data.datasets import load_dataset
+from mlkit.data.guards import (
     LeakWarning,
     check_split,
     duplicate_rows,
@@ -20,7 +20,7 @@ from mlkit.guards import (
     single_feature_scores,
     time_split,
 )
-from mlkit.quality import profile, quality_report
+from mlkit.data.quality import profile, quality_report
 
 
 @pytest.fixture(scope="module")

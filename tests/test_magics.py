@@ -10,7 +10,7 @@ from conftest import NOTEBOOK
 from IPython.core.error import UsageError
 from IPython.core.interactiveshell import InteractiveShell
 
-from mlkit.tracking import Leaderboard, RunRecord
+from mlkit.runs.store import Leaderboard, RunRecord
 
 
 @pytest.fixture(scope="module")
@@ -86,14 +86,14 @@ def test_other_commands_run_through_the_cli(shell, capsys):
 
 def test_sweep_and_report_magics(shell, tmp_path, monkeypatch):
     from mlkit.core import get_settings
-    from mlkit.report import StudySummary
-    from mlkit.sweep import SweepResult
+    from mlkit.runs.studies import StudySummary
+    from mlkit.runs.sweep import SweepResult
 
     nb = tmp_path / "peak.ipynb"
     cells = [
         nbformat.v4.new_code_cell("x: float = 0.0  # the knob", metadata={"tags": ["parameters"]}),
         nbformat.v4.new_code_cell(
-            "from mlkit.tracking import log_metrics\nlog_metrics({'score': -(x - 2) ** 2}, primary='score')"
+            "from mlkit.runs.tracking import log_metrics\nlog_metrics({'score': -(x - 2) ** 2}, primary='score')"
         ),
     ]
     notebook = nbformat.v4.new_notebook(cells=cells)

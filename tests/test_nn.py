@@ -7,7 +7,7 @@ import pytest
 from conftest import ROOT
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
-from mlkit.nn import TorchMLPClassifier
+from mlkit.models.nn import TorchMLPClassifier
 
 
 @parametrize_with_checks([TorchMLPClassifier(epochs=20, hidden=16, lr=0.05)])
@@ -16,9 +16,9 @@ def test_sklearn_estimator_contract(estimator, check):
 
 
 def test_torch_run_exports_with_parity_and_quantized_variants(settings, store, runs):
-    from mlkit.export import export_run
-    from mlkit.registry import get_model
-    from mlkit.runner import run_notebook
+    from mlkit.registry.export import export_run
+    from mlkit.registry.store import get_model
+    from mlkit.runs.runner import run_notebook
 
     run = run_notebook(
         ROOT / "nbs/experiments/train_torch.ipynb", {"epochs": 15}, settings=settings, store=store

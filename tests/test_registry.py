@@ -15,22 +15,16 @@ import pytest
 import sqlalchemy as sa
 from conftest import ROOT
 
-from mlkit import promotion
 from mlkit.core import ConfigError, NotFound
-from mlkit.lineage import lineage
-from mlkit.promotion import (
-    APPEND_ONLY,
-    PromotionError,
-    aliases,
-    audit_log,
-    audit_table,
-    list_versions,
-    promote,
-    resolve_alias,
-    rollback,
-)
-from mlkit.registry import get_model, save_model
-from mlkit.runner import file_hash, notebook_hash
+from mlkit.db import APPEND_ONLY, audit_table
+from mlkit.registry import promotion
+from mlkit.registry.aliases import AliasChange, PromotionError, aliases, audit_log
+from mlkit.registry.lineage import lineage
+from mlkit.registry.promotion import promote, rollback
+from mlkit.registry.resolve import resolve_model
+from mlkit.registry.store import get_model, save_model
+from mlkit.registry.versions import list_versions
+from mlkit.runs.runner import file_hash, notebook_hash
 
 FP = "sha256:" + "a" * 64
 
@@ -106,7 +100,7 @@ def test_gate_passes_and_the_alias_moves_with_its_audit_entry(settings):
     second = promote(v2, alias, reason="better AUC", who="bob", settings=settings)
     assert (second.tag, second.previous, second.entry.revision) == (v2, v1, 2)
     assert "roc_auc 0.9950 beats the holder's 0.9900 by 0.005" in second.checks[0].detail
-    assert resolve_alias(alias, settings) == v2
+    assert resolve_model(alias, settings).tag == v2
     log = audit_log(alias, settings)
     assert [(e.action, e.from_tag, e.to_tag, e.who, e.reason, e.forced) for e in log] == [
         ("promote", None, v1, "ada", "first release", False),
@@ -134,7 +128,7 @@ FAILURES = {
     "better, not by the margin": (dict(score=0.992), {"margin": 0.005}, ["metric"], "by the margin 0.005 (higher is better): improvement +0.002"),
     "other data": (dict(score=0.999, fp="sha256:" + "b" * 64), {}, ["metric"], "not evaluated on the same data (candidate: breast_cancer sha256:bbbbbbbbbbbb…; holder: breast_cancer sha256:aaaaaaaaaaaa…)"),
     "same data, other holdout": (dict(score=0.999, holdout={"rows": 143, "fingerprint": "sha256:" + "d" * 64}), {}, ["metric"], "same data, other holdout rows (candidate: 143 rows sha256:dddddddddddd…; holder: 143 rows sha256:cccccccccccc…), so their roc_auc values cannot be compared"),
-    "data past its contract": (dict(score=0.995, contract_passed=False), {}, ["contract"], "contract: the training data ['breast_cancer'] did not come through its contract (mlkit.contracts.validate)"),
+    "data past its contract": (dict(score=0.995, contract_passed=False), {}, ["contract"], "contract: the training data ['breast_cancer'] did not come through its contract (mlkit.data.contracts.validate)"),
     "parity labels": (dict(score=0.995, agreement=0.97), {}, ["parity"], "label agreement 97.00% < required 99.00%"),
     "parity probabilities": (dict(score=0.995, max_diff=2e-3), {}, ["parity"], "max |Δp| 0.002 > atol 0.0001"),
     "no data fingerprints": (dict(score=0.995, fp=None), {}, ["metric", "contract"], "contract: no data fingerprints recorded"),
@@ -193,7 +187,7 @@ def test_force_skips_the_gate_and_is_recorded_as_forced_with_the_failed_checks(s
     )
     promote(holder, alias, settings=settings)
     forced = promote(slow_and_worse, alias, force=True, reason="hotfix", who="ada", settings=settings)
-    assert forced.tag == slow_and_worse == resolve_alias(alias, settings)
+    assert forced.tag == slow_and_worse == resolve_model(alias, settings).tag
     entry = audit_log(alias, settings)[-1]
     assert (entry.forced, entry.reason, entry.who, entry.from_tag) == (True, "hotfix", "ada", holder)
     failed = {c["name"]: c["detail"] for c in entry.checks if not c["passed"]}
@@ -218,7 +212,7 @@ def test_unknown_tags_and_bad_alias_names_are_refused(settings):
     with pytest.raises(
         NotFound, match=r"No alias 'never_promoted' .*mlkit promote TAG --alias never_promoted"
     ):
-        resolve_alias("never_promoted", settings)
+        resolve_model("never_promoted", settings)
 
 
 # ---- rollback
@@ -230,7 +224,7 @@ def test_rollback_steps_back_through_the_versions_the_alias_held(settings):
     for tag in (a, b, c):
         promote(tag, alias, settings=settings)
     back = rollback(alias, reason="c misbehaves", who="ada", settings=settings)
-    assert (back.previous, back.tag, resolve_alias(alias, settings)) == (c, b, b)
+    assert (back.previous, back.tag, resolve_model(alias, settings).tag) == (c, b, b)
     assert (back.entry.action, back.entry.reason, back.entry.revision) == ("rollback", "c misbehaves", 4)
     promote(d, alias, settings=settings)
     assert rollback(alias, settings=settings).tag == b  # d came after the rollback: back to b, not c
@@ -337,13 +331,13 @@ def test_racing_promotions_leave_one_consistent_result(any_db, new_alias):
         promote(holder, alias, settings=s)
     b, c = version(s, name, score=0.95), version(s, name, score=0.96)
     outcomes = _race([lambda: promote(b, alias, settings=s), lambda: promote(c, alias, settings=s)])
-    won = [o for o in outcomes if isinstance(o, promotion.AliasChange)]
+    won = [o for o in outcomes if isinstance(o, AliasChange)]
     lost = [o for o in outcomes if isinstance(o, PromotionError)]
     assert len(won) == 1 and len(lost) == 1, outcomes
     assert f"'{alias}' changed while this promote was being checked" in str(lost[0])
     assert "Nothing was changed by this call" in str(lost[0])
     winner = won[0].tag
-    assert resolve_alias(alias, s) == winner
+    assert resolve_model(alias, s).tag == winner
     log = audit_log(alias, s)
     expected = [(None, winner, 1)] if new_alias else [(None, holder, 1), (holder, winner, 2)]
     assert [(e.from_tag, e.to_tag, e.revision) for e in log] == expected
@@ -358,31 +352,31 @@ def test_a_rollback_racing_a_promotion_leaves_one_consistent_result(any_db):
     # the rollback waits once it has read the log, the promotion once it has passed its gate
     outcomes = _race(
         [lambda: rollback(alias, settings=s), lambda: promote(c, alias, settings=s)],
-        wait_after=("gate_checks", "_entries"),
+        wait_after=("gate_checks", "history"),
     )
     lost = [o for o in outcomes if isinstance(o, PromotionError)]
-    assert len(lost) == 1 and sum(isinstance(o, promotion.AliasChange) for o in outcomes) == 1, outcomes
+    assert len(lost) == 1 and sum(isinstance(o, AliasChange) for o in outcomes) == 1, outcomes
     moves = [(e.action, e.from_tag, e.to_tag, e.revision) for e in audit_log(alias, s)]
-    if isinstance(outcomes[0], promotion.AliasChange):  # the rollback won
+    if isinstance(outcomes[0], AliasChange):  # the rollback won
         assert "changed while this promote was being checked" in str(lost[0])
-        assert (resolve_alias(alias, s), moves[2:]) == (a, [("rollback", b, a, 3)])
+        assert (resolve_model(alias, s).tag, moves[2:]) == (a, [("rollback", b, a, 3)])
     else:
         assert "changed while this rollback was being checked" in str(lost[0])
-        assert (resolve_alias(alias, s), moves[2:]) == (c, [("promote", b, c, 3)])
+        assert (resolve_model(alias, s).tag, moves[2:]) == (c, [("promote", b, c, 3)])
 
 
 def _promote_in_a_process(run_db: str, tag: str, alias: str, barrier, queue) -> None:
     "Child process: promote `tag`, waiting at `barrier` once past the gate, so every process commits at once."
     import dataclasses as dc
 
-    from mlkit import promotion
     from mlkit.core import get_settings
+    from mlkit.registry import promotion
 
     promotion.gate_checks = _waiting(promotion.gate_checks, barrier)
     s = dc.replace(get_settings(), run_db=run_db)
     try:
         queue.put((tag, "ok", str(promotion.promote(tag, alias, settings=s))))
-    except promotion.PromotionError as err:
+    except PromotionError as err:
         queue.put((tag, "lost" if "changed while this promote" in str(err) else "refused", str(err)))
     except Exception as err:  # noqa: BLE001 - reported to the test, which fails on it
         queue.put((tag, "error", repr(err)))
@@ -407,7 +401,7 @@ def test_promotions_racing_from_separate_processes_leave_one_consistent_result(a
         p.join(60)
     assert [kind for kind, _ in outcomes] == ["lost", "lost", "lost", "ok"], outcomes
     winner = outcomes[-1][1]
-    assert resolve_alias(alias, s) == winner
+    assert resolve_model(alias, s).tag == winner
     assert [(e.from_tag, e.to_tag, e.revision) for e in audit_log(alias, s)] == [
         (None, holder, 1),
         (holder, winner, 2),

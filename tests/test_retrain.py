@@ -10,14 +10,14 @@ import pandas as pd
 import pytest
 from sklearn import metrics
 
-from mlkit.data import load_dataset
+from mlkit.data.datasets import load_dataset
 
 ALIAS = "live"  # an alias of its own: other test modules move 'production'
 
 
 @pytest.fixture(scope="module")
 def live(exported, settings):
-    from mlkit.promotion import promote
+    from mlkit.registry.promotion import promote
 
     promote(exported.tag, ALIAS, reason="test", settings=settings)
     return exported.tag
@@ -25,7 +25,7 @@ def live(exported, settings):
 
 def serve_in_process(settings, tag, frame):
     "Send `frame`'s rows through a serving core as the service would; the log is flushed on close."
-    from mlkit.service import ServingCore
+    from mlkit.serving.core import ServingCore
 
     core = ServingCore.from_store(dataclasses.replace(settings, model=tag))
     features = [f["name"] for f in core.features]
@@ -39,8 +39,10 @@ def serve_in_process(settings, tag, frame):
 
 
 def test_drift_feedback_and_retrain_through_the_gate(live, settings, tmp_path):
-    from mlkit.promotion import aliases
-    from mlkit.retrain import drift_check, feedback, retrain
+    from mlkit.monitoring.drift import drift_check
+    from mlkit.monitoring.feedback import feedback
+    from mlkit.registry.aliases import aliases
+    from mlkit.retrain import retrain
 
     frame = load_dataset("breast_cancer").frame
     stable = frame.sample(300, random_state=5)
@@ -56,8 +58,7 @@ def test_drift_feedback_and_retrain_through_the_gate(live, settings, tmp_path):
     labels.to_csv(tmp_path / "labels.csv", index=False)
     out = feedback(tmp_path / "labels.csv", ALIAS, settings=settings)
     assert out["labelled"] == 300 and out["unmatched"] == 0
-    from mlkit.monitor import read_log
-    from mlkit.retrain import log_folder
+    from mlkit.monitoring.predlog import log_folder, read_log
 
     logged = read_log(log_folder(live, settings)).set_index("__id__").loc[ids]
     proba = [p[1] for p in logged["__probabilities__"]]
@@ -106,7 +107,7 @@ def test_cli_drift_and_feedback_errors_say_what_to_do(live, settings, tmp_path):
 def test_build_packs_service_model_lineage_and_container_settings(live, settings, exported):
     import bentoml
 
-    from mlkit.retrain import build_bento
+    from mlkit.serving.bento import build_bento
 
     tag, path = build_bento(ALIAS, settings)
     bento = bentoml.bentos.get(tag)
@@ -121,8 +122,9 @@ def test_build_packs_service_model_lineage_and_container_settings(live, settings
     envs = {e.name: e.value for e in bento.info.envs}
     assert envs["MLKIT_MODEL"] == live and envs["MLKIT_HOST"] == "0.0.0.0"
     src = Path(bento.path_of("src"))
-    assert (src / "mlkit" / "serving.py").is_file() and (src / "settings.ini").is_file()
-    assert not (src / "mlkit" / "cli.py").exists()
+    assert (src / "mlkit" / "serving" / "service.py").is_file() and (src / "settings.ini").is_file()
+    assert (src / "mlkit" / "registry" / "resolve.py").is_file()  # what serving imports comes along
+    assert not (src / "mlkit" / "cli.py").exists() and not (src / "mlkit" / "demo.py").exists()
     assert "onnxruntime==" in Path(bento.path_of("env/python/requirements.in")).read_text()
     assert path.read_text().startswith("service: mlkit.serving:ModelService")
     path.unlink()

@@ -12,8 +12,9 @@ import pytest
 from conftest import NOTEBOOK, ROOT
 
 from mlkit.core import RunFailed
-from mlkit.data import fingerprint, load_dataset
-from mlkit.runner import file_hash, notebook_hash, run_notebook
+from mlkit.data.datasets import load_dataset
+from mlkit.data.fingerprints import fingerprint
+from mlkit.runs.runner import file_hash, notebook_hash, run_notebook
 
 
 def wandb_summary(run_path: str) -> dict:

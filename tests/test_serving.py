@@ -14,8 +14,8 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as settings_
 from hypothesis import strategies as st
 
-from mlkit.data import load_dataset
-from mlkit.registry import get_model
+from mlkit.data.datasets import load_dataset
+from mlkit.registry.store import get_model
 
 FEATURES = [c for c in load_dataset("breast_cancer").frame.columns if c != "target"]
 
@@ -65,7 +65,8 @@ def test_a_request_over_the_inline_limit_is_answered_whole_and_in_order(exported
     over max_batch_size rows across model calls: both answer whole and in order."""
     import anyio
 
-    from mlkit.service import _INLINE_ROWS, Gateway, ServingCore
+    from mlkit.serving.core import ServingCore
+    from mlkit.serving.gateway import _INLINE_ROWS, Gateway
 
     roomy = {"model": exported.tag, "monitor_dir": None, "max_records": 5000, "max_body_bytes": 10**7}
     core = ServingCore.from_store(type(settings)(**{**settings.__dict__, **roomy}))
@@ -257,7 +258,7 @@ def test_api_key_is_required_everywhere_but_the_health_probes(guarded, rows):
 
 
 def test_drift_flags_exactly_the_shifted_feature_and_the_log_keeps_every_row(guarded, exported):
-    from mlkit.monitor import read_log
+    from mlkit.monitoring.predlog import read_log
 
     url, monitor = guarded
     frame = load_dataset("breast_cancer").frame
@@ -319,7 +320,7 @@ def record_strategy(base: dict):
 
 @pytest.fixture(scope="module")
 def core(exported, settings):
-    from mlkit.service import ServingCore
+    from mlkit.serving.core import ServingCore
 
     tagged = type(settings)(**{**settings.__dict__, "model": exported.tag, "monitor_dir": None})
     return ServingCore.from_store(tagged)
@@ -328,7 +329,7 @@ def core(exported, settings):
 @settings_(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data())
 def test_validation_accepts_exactly_what_the_contract_allows(core, rows, data):
-    from mlkit.service import RequestError
+    from mlkit.serving.core import RequestError
 
     recs = data.draw(st.lists(record_strategy(records(rows.head(1))[0]), min_size=0, max_size=3))
     body = json.dumps({"records": recs})
@@ -398,7 +399,7 @@ def test_the_serving_path_imports_no_training_stack():
     import sys
 
     code = (
-        "import sys, mlkit.service, mlkit.registry, mlkit.monitor, mlkit.inference\n"
+        "import sys, mlkit.serving.core, mlkit.registry.store, mlkit.monitoring.drift, mlkit.models.inference\n"
         "heavy = ('papermill', 'optuna', 'dask', 'torch', 'wandb', 'sklearn', 'skl2onnx', 'transformers')\n"
         "print([m for m in heavy if m in sys.modules])"
     )

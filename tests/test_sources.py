@@ -9,9 +9,9 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from mlkit.contracts import Feature, tabular_schema
 from mlkit.core import ConfigError, ContractError, NotFound, free_port
-from mlkit.data import SOURCES, ingest, iter_source, open_source, read_source
+from mlkit.data.contracts import Feature, tabular_schema
+from mlkit.data.sources import SOURCES, ingest, iter_source, open_source, read_source
 
 N = 2_500
 

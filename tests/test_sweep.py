@@ -15,9 +15,9 @@ import pytest
 from conftest import NOTEBOOK, ROOT, isolated_env
 
 from mlkit.core import ConfigError, load_settings
-from mlkit.sweep import SweepError, sweep
-from mlkit.tracking import RunStore
-from mlkit.trials import open_storage
+from mlkit.runs.store import RunStore
+from mlkit.runs.sweep import SweepError, sweep
+from mlkit.runs.trials import open_storage
 
 QUICK = """x: float = 0.0  # the knob; the score peaks at x = 2
 quality: float = 1.0  # the intermediate value reported at each step
@@ -25,11 +25,11 @@ steps: int = 3  # how many intermediate values
 fail: bool = False  # raise, to test failing trials
 pause: float = 0.0  # seconds of sleep per step, to look like real work"""
 BODY = """import time
-from mlkit.tracking import log_findings, log_metrics, report
+from mlkit.runs.tracking import log_findings, log_intermediate, log_metrics
 log_findings([{"check": "duplicate_rows", "severity": "warning", "message": f"x={x:.4f}", "details": {"x": x}}])
 for step in range(steps):
     time.sleep(pause)
-    report(quality, step, name="quality")
+    log_intermediate(quality, step, name="quality")
 if fail:
     raise RuntimeError("asked to fail")
 log_metrics({"score": -(x - 2) ** 2 + quality}, primary="score")"""
@@ -300,10 +300,11 @@ def test_changed_data_invalidates_the_cache(tmp_path):
 
     import pandas as pd
 
-    from mlkit.contracts import tabular_schema
-    from mlkit.data import fingerprint, register_dataset
-    from mlkit.runner import cached_run
-    from mlkit.tracking import RunRecord
+    from mlkit.data.contracts import tabular_schema
+    from mlkit.data.datasets import register_dataset
+    from mlkit.data.fingerprints import fingerprint
+    from mlkit.runs.runner import cached_run
+    from mlkit.runs.store import RunRecord
 
     csv = tmp_path / "toy.csv"
     pd.DataFrame({"a": [1.0, 2.0], "y": [0, 1]}).to_csv(csv, index=False)

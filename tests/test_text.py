@@ -10,8 +10,8 @@ from mlkit.demo import bentoml_server, post_json
 
 @pytest.fixture(scope="module")
 def text_export(settings, store):
-    from mlkit.export import export_run
-    from mlkit.runner import run_notebook
+    from mlkit.registry.export import export_run
+    from mlkit.runs.runner import run_notebook
 
     run = run_notebook(ROOT / "nbs/experiments/train_text.ipynb", {}, settings=settings, store=store)
     return run, export_run(run.id, quantize=["int8"], settings=settings, store=store)
@@ -20,7 +20,7 @@ def text_export(settings, store):
 def test_text_model_exports_with_its_tokenizer_and_parity(text_export, settings):
     from pathlib import Path
 
-    from mlkit.registry import get_model
+    from mlkit.registry.store import get_model
 
     run, result = text_export
     assert run.status == "finished" and run.metrics["accuracy"] > run.metrics["baseline_accuracy"]

@@ -4,7 +4,7 @@
     python reports/benchmarks/asof_join.py --features 200000 --labels 20000 --repeat 1   # a quick smoke run
 
 The data is generated deterministically (numpy, seed 0) into a work folder: a feature view of `--features` rows
-(an entity key, an event timestamp, three features, a 30-day TTL) written through `mlkit.features.FeatureStore`,
+(an entity key, an event timestamp, three features, a 30-day TTL) written through `mlkit.data.features.FeatureStore`,
 and `--labels` label rows. Each method then runs in its own fresh Python process, so its peak resident memory
 (`ru_maxrss`) is its own: both processes import the same modules and read the labels the same way before the clock
 starts; the timed part is the whole retrieval, from the Parquet files on disk to a pandas frame of the labels with
@@ -37,7 +37,7 @@ def generate(workdir: Path, n_features: int, n_labels: int, n_entities: int, see
     import numpy as np
     import pandas as pd
 
-    from mlkit.features import FeatureStore, FeatureView
+    from mlkit.data.features import FeatureStore, FeatureView
 
     shutil.rmtree(
         workdir / "store", ignore_errors=True
@@ -79,7 +79,7 @@ _STORES = {}
 def run_duckdb(workdir: Path, memory_limit: str | None, threads: int | None = None):
     import pandas as pd
 
-    from mlkit.features import FeatureStore
+    from mlkit.data.features import FeatureStore
 
     labels = pd.read_parquet(workdir / "labels.parquet")
     start = time.perf_counter()
@@ -131,7 +131,7 @@ def child(method: str, workdir: Path, memory_limit: str | None) -> None:
     "Run one method in this process and print its numbers as JSON."
     import pandas as pd
 
-    import mlkit.features  # noqa: F401  (both methods start from the same imports and the labels in memory)
+    import mlkit.data.features  # noqa: F401  (both methods start from the same imports and the labels in memory)
 
     pd.read_parquet(workdir / "labels.parquet")
     rss_before = peak_rss_mb()

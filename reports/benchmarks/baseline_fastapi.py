@@ -20,7 +20,7 @@ import pandas as pd
 from fastapi import FastAPI
 from pydantic import BaseModel, Field
 
-from mlkit.inference import record_model
+from mlkit.models.inference import record_model
 
 INFO = json.loads(Path(os.environ["BASELINE_MODEL_INFO"]).read_text())
 NAMES = [f["name"] for f in INFO["features"]]

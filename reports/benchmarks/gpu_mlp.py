@@ -1,9 +1,9 @@
-"""Training speed of mlkit's PyTorch MLP (mlkit.nn.TorchMLPClassifier) on CPU and, where present, CUDA.
+"""Training speed of mlkit's PyTorch MLP (mlkit.models.nn.TorchMLPClassifier) on CPU and, where present, CUDA.
 
     python reports/benchmarks/gpu_mlp.py [rows] [out.md]
 
 Synthetic, deterministic data (30 features, a linear signal plus noise), so it runs anywhere torch, numpy and
-scikit-learn are installed (it imports only mlkit.nn). Prints a markdown table.
+scikit-learn are installed (it imports only mlkit.models.nn). Prints a markdown table.
 """
 
 import sys
@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, ".")
-from mlkit.nn import TorchMLPClassifier  # noqa: E402
+from mlkit.models.nn import TorchMLPClassifier  # noqa: E402
 
 
 def main() -> None:

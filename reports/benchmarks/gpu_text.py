@@ -1,9 +1,9 @@
-"""Fine-tuning speed of mlkit's transformer text classifier (mlkit.text.TextClassifier) on CPU and, where present,
+"""Fine-tuning speed of mlkit's transformer text classifier (mlkit.models.text.TextClassifier) on CPU and, where present,
 CUDA, on generated reviews.
 
     python reports/benchmarks/gpu_text.py [rows] [out.md]
 
-Imports only mlkit.text (torch, transformers, tokenizers, scikit-learn, pandas). Prints a markdown table.
+Imports only mlkit.models.text (torch, transformers, tokenizers, scikit-learn, pandas). Prints a markdown table.
 """
 
 import sys
@@ -12,7 +12,7 @@ import time
 import torch
 
 sys.path.insert(0, ".")
-from mlkit.text import TextClassifier, reviews  # noqa: E402
+from mlkit.models.text import TextClassifier, reviews  # noqa: E402
 
 
 def main() -> None:

@@ -11,7 +11,7 @@ flight when the time is up (they are awaited, not cut). After `--warmup` s the R
 (psutil) is sampled, then every window, then at the end. The server is stopped with SIGTERM and, once it has
 exited, every Parquet file under MLKIT_MONITOR_DIR is read with pyarrow and its rows counted.
 
-The warm-up (35 s) outlasts the service's `traffic.timeout` (10 s in mlkit.serving, 30 s before) on purpose:
+The warm-up (35 s) outlasts the service's `traffic.timeout` (10 s in mlkit.serving.service, 30 s before) on purpose:
 BentoML's TimeoutMiddleware schedules one timer per request (`loop.call_later(timeout, ...)`, never cancelled)
 that holds the request's future for `timeout` seconds, so RSS rises with rate x timeout for the first `timeout`
 seconds of load and is flat after. Growth measured from then on is growth that would not stop.

@@ -4,7 +4,7 @@
 
 Families: scikit-learn logistic regression (scaled) and HistGradientBoosting and GradientBoosting on the
 breast-cancer set, LightGBM and XGBoost, the PyTorch MLP (eager, torch's default threads), and the transformer
-text classifier (BERT-mini's shape; FP32 and INT8 ONNX) on generated reviews. Latency is the median per call over >= 0.2 s per batch size (mlkit.export.latency_ms).
+text classifier (BERT-mini's shape; FP32 and INT8 ONNX) on generated reviews. Latency is the median per call over >= 0.2 s per batch size (mlkit.registry.quantize.latency_ms).
 """
 
 import os
@@ -17,11 +17,13 @@ import pandas as pd
 import torch
 from threadpoolctl import threadpool_limits
 
-from mlkit.data import load_dataset
-from mlkit.export import QUANTIZERS, check_parity, latency_ms, sklearn_to_onnx, task_metric
-from mlkit.families import build_model
-from mlkit.inference import make_classifier
-from mlkit.text import TextClassifier, reviews
+from mlkit.data.datasets import load_dataset
+from mlkit.metrics import task_metric
+from mlkit.registry.convert import check_parity, sklearn_to_onnx
+from mlkit.registry.quantize import QUANTIZERS, latency_ms
+from mlkit.models.families import build_model
+from mlkit.models.inference import make_classifier
+from mlkit.models.text import TextClassifier, reviews
 
 
 @contextmanager

@@ -59,7 +59,7 @@ def in_process(info: dict, rec: dict, rows: list[int], seconds: float = 2.0) -> 
     import msgspec
 
     from mlkit.core import load_settings
-    from mlkit.service import ServingCore
+    from mlkit.serving.core import ServingCore
 
     settings = load_settings(Path(tempfile.mkdtemp(prefix="mlkit-bench-")), environ={"MLKIT_MONITOR_DIR": ""})
     # no drift profile, no log: the model's path
@@ -183,12 +183,12 @@ def cell(vals: list[float], digits: int = 0) -> str:
 def max_latency_ms() -> float | None:
     "The configured max_latency_ms of mlkit's /predict_batch, when it exists."
     try:
-        from mlkit.serving import ModelService
+        from mlkit.serving.service import ModelService
 
         api = ModelService.apis.get("predict_batch")
         return float(api.max_latency_ms) if api is not None and api.batchable else None
     except Exception as err:  # the service module needs the model store; report, do not fail
-        print(f"note: could not read max_latency_ms from mlkit.serving: {err}", file=sys.stderr)
+        print(f"note: could not read max_latency_ms from mlkit.serving.service: {err}", file=sys.stderr)
         return None
 
 

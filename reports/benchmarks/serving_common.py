@@ -37,9 +37,9 @@ def prepare_model(state: Path) -> dict:
     if not marker.exists():
         state.mkdir(parents=True, exist_ok=True)
         from mlkit.core import get_settings
-        from mlkit.export import export_run
-        from mlkit.runner import run_notebook
-        from mlkit.tracking import RunStore, best_run
+        from mlkit.registry.export import export_run
+        from mlkit.runs.runner import run_notebook
+        from mlkit.runs.store import RunStore, best_run
 
         get_settings.cache_clear()
         settings = get_settings()
@@ -49,7 +49,7 @@ def prepare_model(state: Path) -> dict:
             run_notebook(NOTEBOOK, {"model": "gbm", "n_estimators": 30}, settings=settings, store=store),
         ]
         exported = export_run(best_run(runs).id, settings=settings, store=store)
-        from mlkit.registry import get_model
+        from mlkit.registry.store import get_model
 
         meta = get_model(exported.tag, settings).info.metadata
         info = {
@@ -67,7 +67,7 @@ def prepare_model(state: Path) -> dict:
 
 def sample_record(features: list[dict]) -> dict:
     "One real row of the training data, as the service takes it."
-    from mlkit.data import load_dataset
+    from mlkit.data.datasets import load_dataset
 
     frame = load_dataset("breast_cancer").frame.sample(1, random_state=3)
     return {f["name"]: float(frame[f["name"]].iloc[0]) for f in features}

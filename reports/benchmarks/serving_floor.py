@@ -3,7 +3,7 @@
     bentoml serve serving_floor:FloorApi --working-dir reports/benchmarks          # POST /const, a @bentoml.api
     bentoml serve serving_floor:FloorMiddleware --working-dir reports/benchmarks   # POST /const, an ASGI middleware
 
-Both copy `mlkit.serving.ModelService`'s config (traffic, tracing, logging, metrics...) and its ASGI middlewares, so
+Both copy `mlkit.serving.service.ModelService`'s config (traffic, tracing, logging, metrics...) and its ASGI middlewares, so
 the floor is measured through the same stack as mlkit's /predict; only the model, validation and monitoring are
 missing. FloorApi answers from a `@bentoml.api` (the floor of a route served by BentoML); FloorMiddleware answers
 from an ASGI middleware added where mlkit's own first one sits (the floor of a hot path answered by a
@@ -14,7 +14,7 @@ from typing import Any
 
 import bentoml
 
-from mlkit.serving import ModelService
+from mlkit.serving.service import ModelService
 
 CONST = {"labels": [1], "probabilities": [[0.0, 1.0]], "classes": [0, 1], "model": "const"}
 BODY = b'{"labels":[1],"probabilities":[[0.0,1.0]],"classes":[0,1],"model":"const"}'

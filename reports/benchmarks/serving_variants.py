@@ -1,14 +1,14 @@
 """Variants of mlkit's BentoML service, one `@bentoml.service` class each, for reports/benchmarks/serving_profile.py.
 
-    bentoml serve serving_variants:Lean --working-dir reports/benchmarks   # MLKIT_MODEL etc. as mlkit.serving
+    bentoml serve serving_variants:Lean --working-dir reports/benchmarks   # MLKIT_MODEL etc. as mlkit.serving.service
 
-Every variant loads the same ONNX model the way mlkit/serving.py does and answers `POST /predict` (body
+Every variant loads the same ONNX model the way mlkit/serving/service.py does and answers `POST /predict` (body
 `{"records": [...]}`, the same 400 body on bad input) and `POST /const` (BentoML's floor: no model, no validation).
-Benchmark-only code: mlkit/serving.py is the service.
+Benchmark-only code: mlkit/serving/service.py is the service.
 
 | class | config | hot path |
 |---|---|---|
-| Default | mlkit/serving.py's today: traffic timeout 30, everything else BentoML's default | sync `@bentoml.api` |
+| Default | mlkit/serving/service.py's today: traffic timeout 30, everything else BentoML's default | sync `@bentoml.api` |
 | DefaultAsync | same config | async `@bentoml.api` (no threadpool hop) |
 | NoMetrics / NoAccessLog / NoTracing | one of the three switched off | sync `@bentoml.api` |
 | Lean | metrics off, access log off, /predict and /const excluded from tracing | sync `@bentoml.api` |
@@ -38,11 +38,12 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from mlkit.core import get_settings
-from mlkit.inference import make_classifier, record_model
-from mlkit.registry import get_model, resolve_tag
+from mlkit.models.inference import make_classifier, record_model
+from mlkit.registry.resolve import resolve_model
+from mlkit.registry.store import get_model
 
 _settings = get_settings()
-_stored = get_model(resolve_tag(settings=_settings), _settings)
+_stored = get_model(resolve_model(settings=_settings).tag, _settings)
 _model = bentoml.models.BentoModel(str(_stored.tag))
 _metadata = _stored.info.metadata
 Record = record_model(_metadata["features"])

@@ -60,8 +60,8 @@ def main() -> None:
     import papermill as pm
 
     from mlkit.core import get_settings
-    from mlkit.runner import run_notebook
-    from mlkit.sweep import sweep
+    from mlkit.runs.runner import run_notebook
+    from mlkit.runs.sweep import sweep
 
     settings = get_settings()
     trivial = notebook("trivial", "x: int = 0  # knob", "y = x + 1")
@@ -76,10 +76,10 @@ def main() -> None:
     )
     rows.append(("`papermill.execute_notebook` in a warm process", papermill))
     runner = median_time(lambda: run_notebook(trivial, {"x": 1}, settings=settings, force=True))
-    rows.append(("`mlkit.runner.run_notebook` (record, W&B disabled), warm process", runner))
+    rows.append(("`mlkit.runs.runner.run_notebook` (record, W&B disabled), warm process", runner))
     offline = dataclasses.replace(settings, wandb_mode="offline")
     tracked = median_time(lambda: run_notebook(trivial, {"x": 1}, settings=offline, force=True))
-    rows.append(("`mlkit.runner.run_notebook` with W&B offline, warm process", tracked))
+    rows.append(("`mlkit.runs.runner.run_notebook` with W&B offline, warm process", tracked))
 
     n = 12
     t0 = time.perf_counter()

@@ -1,0 +1,102 @@
+"""The BentoML service that serves an mlkit model: thin glue over `mlkit.serving.core` and `mlkit.serving.gateway`
+(tested in nbs/serving/).
+
+    bentoml serve mlkit.serving:ModelService            # binds 127.0.0.1:<port from settings.ini>
+    bentoml build -f bentofile.yaml                     # a bento with this service, the model and its lineage
+
+Serves what the `model` setting names (MLKIT_MODEL): an alias (`production` by default), a tag or a model name.
+Only ONNX (and a text model's tokenizer.json, and the JSON reference profile) is loaded; nothing is unpickled.
+
+Endpoints: POST /predict and POST /predict_batch (answered by the gateway in front of BentoML's stack; the batch
+endpoint through BentoML's adaptive batcher, the CorkDispatcher of `batchable=True`), GET /metadata, GET /drift,
+GET /metrics, and BentoML's /healthz, /livez, /readyz. With MLKIT_API_KEY set, all but the health probes need `Authorization: Bearer <key>` or `X-API-Key: <key>`.
+Hand-written (not generated): starting a server makes a poor executed doc.
+"""
+
+import gc
+import os
+from typing import Annotated, Any
+
+import bentoml
+from bentoml.validators import ContentType
+from pydantic import Field, WithJsonSchema
+
+from mlkit.core import get_settings
+from mlkit.models.inference import record_model
+from mlkit.registry.metadata import ModelMetadata
+from mlkit.registry.resolve import resolve_model
+from mlkit.registry.store import configure_store, get_model
+from mlkit.serving.core import ServingCore
+from mlkit.serving.gateway import Gateway
+
+_settings = get_settings()
+configure_store(_settings)  # BentoML's store in this process (BentoModel below reads it) is the settings' one
+_stored = get_model(
+    resolve_model(settings=_settings).tag, _settings
+)  # a clear error when nothing can be served
+Record = record_model(ModelMetadata.from_dict(_stored.info.metadata).features)
+Records = Annotated[list[Record], Field(min_length=1, max_length=_settings.max_records)]
+# The gateway answers /predict_batch itself (validated against Record, batched by BentoML's CorkDispatcher with
+# the settings below): this signature documents Record's schema in the OpenAPI document.
+Checked = Annotated[dict[str, Any], WithJsonSchema(Record.model_json_schema())]
+Json = ContentType("application/json")  # a fixed media type: BentoML otherwise derives it per response
+_core: ServingCore | None = None
+
+
+def core() -> ServingCore:
+    "The serving core of this worker, created once (by the service or by the gateway's first request)."
+    global _core
+    if _core is None:
+        _core = ServingCore.from_store(_settings)
+        _core.start()
+        gc.collect()
+        gc.freeze()  # what is loaded now lives as long as the worker: full collections need not walk it again
+    return _core
+
+
+@bentoml.service(
+    name="mlkit_model",
+    http={"host": _settings.host, "port": _settings.port},
+    # BentoML keeps a timer per request for `timeout` seconds (never cancelled): at thousands of requests a
+    # second a long timeout means long full garbage collections, i.e. the p99 (reports/benchmarks/serving.md)
+    traffic={"timeout": 10},
+    workers=1,
+    # the gateway serves mlkit's own Prometheus metrics at /metrics; BentoML's per-request metrics and tracing
+    # middleware would double the cost of every request (reports/benchmarks/serving_profile.md)
+    metrics={"enabled": False},
+    tracing={
+        "sample_rate": 0.0,
+        "excluded_urls": ["/predict", "/predict_batch", "/healthz", "/livez", "/readyz"],
+    },
+    logging={"access": {"enabled": False}},
+)
+class ModelService:
+    "Predicts labels and class probabilities for records keyed by feature name."
+
+    model = bentoml.models.BentoModel(str(_stored.tag))  # the exact version, so `bentoml build` packs it
+
+    def __init__(self) -> None:
+        self.core = core()
+
+    @bentoml.api
+    def predict(self, records: Records) -> Annotated[dict[str, Any], Json]:
+        "Labels, class probabilities and ids, one per record, in the order sent."
+        # The gateway answers POST /predict itself (same core, same schema); this declaration gives the
+        # OpenAPI document its schema and answers only if the gateway is taken out.
+        return self.core.predict(records)
+
+    @bentoml.api(
+        batchable=True, max_batch_size=_settings.max_batch_size, max_latency_ms=_settings.max_latency_ms
+    )
+    def predict_batch(self, records: list[Checked]) -> Annotated[list[dict[str, Any]], Json]:
+        "One {id, label, probabilities} per record; requests arriving together share one model call."
+        # Like /predict, the gateway answers this route (same core, same batching settings); this method answers
+        # only if the gateway is taken out.
+        return self.core.predict_rows(records)
+
+    @bentoml.on_shutdown
+    def _flush(self) -> None:
+        self.core.close()
+
+
+ModelService.add_asgi_middleware(Gateway, core=core, api_key=os.environ.get("MLKIT_API_KEY") or None)
