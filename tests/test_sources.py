@@ -11,7 +11,8 @@ import sqlalchemy as sa
 
 from mlkit.core import ConfigError, ContractError, NotFound, free_port
 from mlkit.data.contracts import Feature, tabular_schema
-from mlkit.data.sources import SOURCES, ingest, iter_source, open_source, read_source
+from mlkit.data.ingest import ingest
+from mlkit.data.sources import SOURCES, iter_source, open_source, read_source
 
 N = 2_500
 

@@ -4,13 +4,10 @@
 
 # %% auto #0
 __all__ = ['SOURCES', 'register_source', 'Source', 'open_source', 'CsvSource', 'ParquetSource', 'FrameSource', 'SqlSource',
-           'DuckDBSource', 'read_source', 'iter_source', 'ingest']
+           'DuckDBSource', 'read_source', 'iter_source']
 
 # %% ../../nbs/data/01_sources.ipynb #96e3528c
-import io
-import os
 import re
-import secrets
 from collections.abc import Callable, Iterator
 from itertools import chain
 from pathlib import Path
@@ -20,11 +17,10 @@ import pandas as pd
 import pandera.pandas as pa
 import pyarrow
 import pyarrow.dataset as pads
-import pyarrow.parquet as pq
 import sqlalchemy as sa
 
-from .contracts import split_rules, validate, violation_error
-from ..core import ConfigError, ContractError, NotFound, atomic_write
+from .contracts import validate
+from ..core import ConfigError, ContractError, NotFound
 from fastcore.basics import patch
 
 # %% ../../nbs/data/01_sources.ipynb #8617c27c
@@ -424,85 +420,3 @@ def iter_source(
             )
         return iter(())
     return chain([first], chunks)
-
-# %% ../../nbs/data/01_sources.ipynb #d2116b11
-def ingest(
-    location: Any,  # the source, as for `read_source`
-    schema: pa.DataFrameSchema,  # its contract
-    dest: Path | str,  # the Parquet file to write
-    kind: str | None = None,  # a registered source kind; None: guessed from `location`
-    chunksize: int | None = None,  # read, check and write this many rows at a time (None: all at once)
-    **options,  # the kind's options, as for `read_source`
-) -> Path:
-    "Read, validate and write `dest` as Parquet; on any failure nothing is written."
-    if chunksize is not None:
-        return _ingest_chunks(location, schema, Path(dest), kind, chunksize, **options)
-    frame = read_source(location, kind, schema=schema, **options)
-    buffer = io.BytesIO()
-    frame.to_parquet(buffer, index=False)
-    return atomic_write(dest, buffer.getvalue())
-
-
-def _merge(found: dict, violations: list[dict], examples: int = 3) -> None:
-    "Add one chunk's violations to those found so far, one entry per (column, rule)."
-    for v in violations:
-        seen = found.setdefault((v["column"], v["rule"]), {**v, "rows": 0, "sample": []})
-        seen["rows"] += v["rows"]
-        seen["sample"] = (seen["sample"] + v["sample"])[:examples]
-
-
-def _ingest_chunks(
-    location: Any, schema: pa.DataFrameSchema, dest: Path, kind: str | None, chunksize: int, **options
-) -> Path:
-    "`ingest` chunk by chunk: each chunk checked on the per-row rules and written, the whole-table rules over all."
-    per_row, table = split_rules(schema)
-    found, missing, rows, writer = {}, dict.fromkeys(table["max_missing"], 0), 0, None
-    seen = {c: set() for c in table["unique"]}
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(f".{dest.name}.{secrets.token_hex(3)}.tmp")
-    try:
-        for chunk in iter_source(location, chunksize, kind, **options):
-            # rows are named by their place in the source
-            chunk.index = pd.RangeIndex(rows, rows + len(chunk))
-            rows += len(chunk)
-            for col in missing:
-                missing[col] += int(chunk[col].isna().sum()) if col in chunk else 0
-            for col in (c for c in seen if c in chunk):
-                values = chunk[col]
-                # later rows repeating a value seen before, in this chunk or an earlier one
-                repeated = values.notna() & (values.duplicated() | values.isin(seen[col]))
-                if repeated.any():
-                    sample = [{"row": int(i), "value": v} for i, v in values[repeated].head(3).items()]
-                    rule = {
-                        "column": col,
-                        "rule": "field_uniqueness",
-                        "rows": int(repeated.sum()),
-                        "sample": sample,
-                    }
-                    _merge(found, [rule])
-                seen[col].update(values.dropna().tolist())
-            try:
-                checked = validate(chunk, per_row)
-            except ContractError as err:
-                _merge(found, err.violations)
-                continue
-            if not found:  # once anything is wrong, nothing more is written: it will all be thrown away
-                data = pyarrow.Table.from_pandas(checked, preserve_index=False).replace_schema_metadata(None)
-                writer = writer or pq.ParquetWriter(tmp, data.schema)
-                writer.write_table(data.cast(writer.schema))
-        least, words = table["min_rows"]
-        if rows < least:
-            _merge(found, [{"column": None, "rule": words, "rows": 0, "sample": []}])
-        for col, (share, words) in table["max_missing"].items():
-            if missing[col] > share * rows:
-                _merge(found, [{"column": col, "rule": words, "rows": 0, "sample": []}])
-        if found:
-            raise violation_error(schema.name, list(found.values()))
-        writer.close()
-        writer = None
-        os.replace(tmp, dest)
-        return dest
-    finally:
-        if writer is not None:
-            writer.close()
-        tmp.unlink(missing_ok=True)
