@@ -38,7 +38,7 @@ def ingest(
     frame.to_parquet(buffer, index=False)
     return atomic_write(dest, buffer.getvalue())
 
-
+# %% ../../nbs/data/02_ingest.ipynb #cdc5ff28
 def _merge(found: dict, violations: list[dict], examples: int = 3) -> None:
     "Add one chunk's violations to those found so far, one entry per (column, rule)."
     for v in violations:

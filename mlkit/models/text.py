@@ -12,8 +12,11 @@ from collections.abc import Callable
 import numpy as np
 import pandas as pd
 import torch
+from fastcore.basics import patch
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils.validation import check_is_fitted
+
+from .nn import seeded
 
 # %% ../../nbs/models/02_text.ipynb #f379bc44
 _POSITIVE = [
@@ -152,29 +155,32 @@ class TextClassifier(ClassifierMixin, BaseEstimator):
         self.max_length, self.epochs, self.lr, self.batch_size = max_length, epochs, lr, batch_size
         self.device, self.random_state = device, random_state
 
-    def fit(self, X, y, on_epoch: Callable | None = None):
-        "Train the tokenizer and the model; `on_epoch(epoch, estimator)` after each epoch."
-        from transformers import BertConfig, BertForSequenceClassification
+# %% ../../nbs/models/02_text.ipynb #11669e50
+@patch
+def fit(self: TextClassifier, X, y, on_epoch: Callable | None = None):
+    "Train the tokenizer and the model; `on_epoch(epoch, estimator)` after each epoch."
+    from transformers import BertConfig, BertForSequenceClassification
 
-        texts, y = _texts(X), np.asarray(y)
-        if len(texts) != len(y):
-            raise ValueError(f"X has {len(texts)} texts but y has {len(y)} labels.")
-        self.classes_, target = np.unique(y, return_inverse=True)
-        if len(self.classes_) < 2:
-            raise ValueError(f"TextClassifier needs at least 2 classes in y; got {len(self.classes_)} class.")
-        seed = 0 if self.random_state is None else int(self.random_state)
-        torch.manual_seed(seed)
-        device = ("cuda" if torch.cuda.is_available() else "cpu") if self.device == "auto" else self.device
-        self.tokenizer_ = train_tokenizer(texts, self.vocab_size, self.max_length)
-        config = BertConfig(
-            vocab_size=self.tokenizer_.get_vocab_size(),
-            hidden_size=self.hidden,
-            num_hidden_layers=self.layers,
-            num_attention_heads=self.heads,
-            intermediate_size=4 * self.hidden,
-            max_position_embeddings=self.max_length + 2,
-            num_labels=len(self.classes_),
-        )
+    texts, y = _texts(X), np.asarray(y)
+    if len(texts) != len(y):
+        raise ValueError(f"X has {len(texts)} texts but y has {len(y)} labels.")
+    self.classes_, target = np.unique(y, return_inverse=True)
+    if len(self.classes_) < 2:
+        raise ValueError(f"TextClassifier needs at least 2 classes in y; got {len(self.classes_)} class.")
+    seed = 0 if self.random_state is None else int(self.random_state)
+    device = ("cuda" if torch.cuda.is_available() else "cpu") if self.device == "auto" else self.device
+    self.tokenizer_ = train_tokenizer(texts, self.vocab_size, self.max_length)
+    config = BertConfig(
+        vocab_size=self.tokenizer_.get_vocab_size(),
+        hidden_size=self.hidden,
+        num_hidden_layers=self.layers,
+        num_attention_heads=self.heads,
+        intermediate_size=4 * self.hidden,
+        max_position_embeddings=self.max_length + 2,
+        num_labels=len(self.classes_),
+    )
+    # initial weights and dropout from `seed`; torch's global RNG is left as it was
+    with seeded(seed, device):
         model = BertForSequenceClassification(config).to(device)
         ids, mask = encode(self.tokenizer_, texts)
         ids, mask = torch.as_tensor(ids, device=device), torch.as_tensor(mask, device=device)
@@ -194,52 +200,60 @@ class TextClassifier(ClassifierMixin, BaseEstimator):
             self.model_ = model.eval()
             if on_epoch is not None:
                 on_epoch(epoch, self)
-        self.model_ = model.to("cpu").eval()
-        self.n_features_in_ = 1
-        return self
+    self.model_ = model.to("cpu").eval()
+    self.n_features_in_ = 1
+    return self
 
-    def predict_proba(self, X) -> np.ndarray:
-        check_is_fitted(self)
-        ids, mask = encode(self.tokenizer_, _texts(X))
-        device = next(self.model_.parameters()).device
-        with torch.no_grad():
-            logits = self.model_(
-                input_ids=torch.as_tensor(ids, device=device),
-                attention_mask=torch.as_tensor(mask, device=device),
-            ).logits
-        return torch.softmax(logits, dim=1).cpu().numpy().astype(np.float64)
+# %% ../../nbs/models/02_text.ipynb #0849322e
+@patch
+def predict_proba(self: TextClassifier, X) -> np.ndarray:
+    check_is_fitted(self)
+    ids, mask = encode(self.tokenizer_, _texts(X))
+    device = next(self.model_.parameters()).device
+    with torch.no_grad():
+        logits = self.model_(
+            input_ids=torch.as_tensor(ids, device=device),
+            attention_mask=torch.as_tensor(mask, device=device),
+        ).logits
+    return torch.softmax(logits, dim=1).cpu().numpy().astype(np.float64)
 
-    def predict(self, X) -> np.ndarray:
-        proba = self.predict_proba(X)
-        return self.classes_[np.argmax(proba, axis=1)]
 
-    def mlkit_files(self) -> dict[str, bytes]:
-        "Files the export keeps next to the ONNX model: the tokenizer."
-        check_is_fitted(self)
-        return {"tokenizer.json": self.tokenizer_.to_str().encode()}
+@patch
+def predict(self: TextClassifier, X) -> np.ndarray:
+    proba = self.predict_proba(X)
+    return self.classes_[np.argmax(proba, axis=1)]
 
-    def to_onnx(self, X_sample) -> bytes:
-        "ONNX with inputs `input_ids`, `attention_mask` (dynamic batch and length), outputs `label`, `probabilities`."
-        check_is_fitted(self)
-        ids, mask = encode(self.tokenizer_, _texts(X_sample)[:2])
-        classes = (
-            self.classes_ if np.issubdtype(self.classes_.dtype, np.integer) else np.arange(len(self.classes_))
-        )
-        buf = io.BytesIO()
-        axes = {
-            "input_ids": {0: "batch", 1: "tokens"},
-            "attention_mask": {0: "batch", 1: "tokens"},
-            "label": {0: "batch"},
-            "probabilities": {0: "batch"},
-        }
-        torch.onnx.export(
-            _Head(self.model_, classes).eval(),
-            (torch.as_tensor(ids), torch.as_tensor(mask)),
-            buf,
-            input_names=["input_ids", "attention_mask"],
-            output_names=["label", "probabilities"],
-            dynamic_axes=axes,
-            opset_version=17,
-            dynamo=False,
-        )
-        return buf.getvalue()
+# %% ../../nbs/models/02_text.ipynb #b178df8a
+@patch
+def mlkit_files(self: TextClassifier) -> dict[str, bytes]:
+    "Files the export keeps next to the ONNX model: the tokenizer."
+    check_is_fitted(self)
+    return {"tokenizer.json": self.tokenizer_.to_str().encode()}
+
+
+@patch
+def to_onnx(self: TextClassifier, X_sample) -> bytes:
+    "ONNX with inputs `input_ids`, `attention_mask` (dynamic batch and length), outputs `label`, `probabilities`."
+    check_is_fitted(self)
+    ids, mask = encode(self.tokenizer_, _texts(X_sample)[:2])
+    classes = (
+        self.classes_ if np.issubdtype(self.classes_.dtype, np.integer) else np.arange(len(self.classes_))
+    )
+    buf = io.BytesIO()
+    axes = {
+        "input_ids": {0: "batch", 1: "tokens"},
+        "attention_mask": {0: "batch", 1: "tokens"},
+        "label": {0: "batch"},
+        "probabilities": {0: "batch"},
+    }
+    torch.onnx.export(
+        _Head(self.model_, classes).eval(),
+        (torch.as_tensor(ids), torch.as_tensor(mask)),
+        buf,
+        input_names=["input_ids", "attention_mask"],
+        output_names=["label", "probabilities"],
+        dynamic_axes=axes,
+        opset_version=17,
+        dynamo=False,
+    )
+    return buf.getvalue()

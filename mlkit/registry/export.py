@@ -21,7 +21,7 @@ from ..models.inference import make_classifier
 from ..monitoring.drift import reference_profile
 from .store import save_model
 from ..runs.runner import git_state, package_versions
-from ..runs.store import RunStore
+from ..runs.store import RunRecord, RunStore
 from .convert import EXPORTERS, ParityReport, _run_exporter, check_parity
 from .quantize import latency_ms, quantize_variants
 from .metadata import ModelMetadata
@@ -78,6 +78,27 @@ def _metadata(record, info, holdout, parity, latency, quantization, kept, extra,
         reference={"file": "reference.json", "source": source, "rows": profile["rows"]},
     )
 
+# %% ../../nbs/registry/09_export.ipynb #77e18e8e
+def _logged_model(record: RunRecord) -> tuple[dict, Any, pd.DataFrame]:
+    "What a finished run logged: its model description, its fitted model and its holdout rows."
+    import joblib
+
+    if record.status != "finished":
+        raise ExportError(f"Run {record.id} is {record.status}; only finished runs can be exported.")
+    run_dir = Path(record.run_dir)
+    files = [run_dir / n for n in ("model.json", "model.joblib", "holdout.parquet")]
+    if not all(f.is_file() for f in files):
+        raise ExportError(
+            f"Run {record.id} logged no model (no model.json, model.joblib and holdout.parquet in "
+            f"{run_dir}). Call mlkit.runs.tracking.log_model in the notebook."
+        )
+    info = json.loads(files[0].read_text())
+    if info["flavor"] not in EXPORTERS:
+        raise ExportError(
+            f"No exporter for the '{info['flavor']}' flavour; registered: {', '.join(EXPORTERS)}."
+        )
+    return info, joblib.load(files[1]), pd.read_parquet(files[2])
+
 # %% ../../nbs/registry/09_export.ipynb #8a1ec53c
 def export_run(
     run_id: str,  # a finished run that logged a model
@@ -87,31 +108,13 @@ def export_run(
     on_step: Callable[[str], None] | None = None,  # called as each step starts (a progress bar's `step`)
 ) -> ExportResult:
     "Export run `run_id`'s model to ONNX, check parity on its holdout and save it in the model store."
-    import joblib
-
     step = on_step or (lambda name: None)
-
     settings = settings or get_settings()
     store = store or RunStore(settings.run_db)
     record = store.get(run_id)
-    if record.status != "finished":
-        raise ExportError(f"Run {run_id} is {record.status}; only finished runs can be exported.")
-    run_dir = Path(record.run_dir)
-    files = [run_dir / n for n in ("model.json", "model.joblib", "holdout.parquet")]
-    if not all(f.is_file() for f in files):
-        raise ExportError(
-            f"Run {run_id} logged no model (no model.json, model.joblib and holdout.parquet in "
-            f"{run_dir}). Call mlkit.runs.tracking.log_model in the notebook."
-        )
-    info = json.loads(files[0].read_text())
-    if info["flavor"] not in EXPORTERS:
-        raise ExportError(
-            f"No exporter for the '{info['flavor']}' flavour; registered: {', '.join(EXPORTERS)}."
-        )
-    model = joblib.load(files[1])
-    holdout = pd.read_parquet(files[2])
+    info, model, holdout = _logged_model(record)
     X = holdout[[f["name"] for f in info["features"]]]
-    ref_file = run_dir / "reference.parquet"  # a training sample, when the notebook logged one
+    ref_file = Path(record.run_dir) / "reference.parquet"  # a training sample, when the notebook logged one
     ref, source = (pd.read_parquet(ref_file), "training") if ref_file.is_file() else (X, "holdout")
     profile = reference_profile(
         ref, info["features"], source=source

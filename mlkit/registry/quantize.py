@@ -127,9 +127,8 @@ def quantize_variants(
                 f"({lat['1']:.4f} vs {baseline['latency_ms']['1']:.4f} ms)"
             )
         else:
-            reason = f"{metric} {value:.4f} (drop {drop:.4f} <= {budget:g}); " + (
-                "faster" if faster else "smaller"
-            )
+            gains = [word for word, gained in (("smaller", smaller), ("faster", faster)) if gained]
+            reason = f"{metric} {value:.4f} (drop {drop:.4f} <= {budget:g}); " + " and ".join(gains)
             kept[kind] = data
         report[kind] = {
             "kept": kind in kept,

@@ -132,6 +132,43 @@ def _relative(path: Path, root: Path) -> str:
     except ValueError:
         return str(path)
 
+# %% ../../nbs/runs/06_runner.ipynb #cf01ca4e
+def _execute(path: Path, output: Path, values: dict[str, Any], env: dict[str, str]) -> tuple[str, str | None]:
+    "Run `path` into `output` through papermill, `env` added to the kernel's environment: (status, error)."
+    import papermill as pm  # heavy: imported when a notebook runs
+
+    kernel_name = nbformat.read(path, as_version=4).metadata.get("kernelspec", {}).get("name") or "python3"
+    try:
+        pm.execute_notebook(
+            str(path),
+            str(output),
+            parameters=values,
+            cwd=str(path.parent),
+            kernel_name=kernel_name,
+            language="python",
+            progress_bar=False,
+            log_output=False,
+            extra_arguments=["--IPKernelApp.log_level=ERROR"],
+            kernel_manager_class=_kernel_manager(env),  # the kernel's environment, not this process's
+        )
+    except Exception as err:  # the notebook raised, or the kernel died: keep the evidence
+        error = f"{err.ename}: {err.evalue}" if isinstance(err, pm.PapermillExecutionError) else repr(err)
+        return ("pruned" if getattr(err, "ename", "") == "TrialPruned" else "failed"), error
+    return "finished", None
+
+
+def _track(store: RunStore, record: RunRecord, settings: Settings, output: Path) -> RunRecord:
+    "Log the finished run to W&B; a tracking failure is a warning, never a lost run."
+    try:
+        files = [output] if output.exists() else []
+        history = read_history(Path(record.run_dir))
+        return store.update(record.id, wandb_path=log_to_wandb(record, settings, files, history))
+    except Exception as err:  # tracking must never lose a run
+        log.warning(
+            "W&B tracking of run %s failed: %r; the run record and notebook are kept.", record.id, err
+        )
+        return record
+
 # %% ../../nbs/runs/06_runner.ipynb #8725dd18
 def run_notebook(
     notebook: Path | str,  # the experiment notebook
@@ -156,7 +193,6 @@ def run_notebook(
     run_dir = settings.runs_dir / run_id
     run_dir.mkdir(parents=True)
     output = run_dir / path.name
-    kernel_name = nbformat.read(path, as_version=4).metadata.get("kernelspec", {}).get("name") or "python3"
     record = store.create(
         RunRecord(
             id=run_id,
@@ -174,31 +210,14 @@ def run_notebook(
             packages=package_versions(),
         )
     )
-    error, status = None, "finished"
+    kernel_env = {
+        **(env or {}),
+        RUN_DIR_ENV: str(run_dir),
+        "MLKIT_RUN_ID": run_id,
+        "MLKIT_ROOT": str(settings.root),
+    }
     try:
-        import papermill as pm
-
-        kernel_env = {
-            **(env or {}),
-            RUN_DIR_ENV: str(run_dir),
-            "MLKIT_RUN_ID": run_id,
-            "MLKIT_ROOT": str(settings.root),
-        }
-        pm.execute_notebook(
-            str(path),
-            str(output),
-            parameters=values,
-            cwd=str(path.parent),
-            kernel_name=kernel_name,
-            language="python",
-            progress_bar=False,
-            log_output=False,
-            extra_arguments=["--IPKernelApp.log_level=ERROR"],
-            kernel_manager_class=_kernel_manager(kernel_env),  # the kernel's environment, not this process's
-        )
-    except Exception as err:  # the notebook raised, or the kernel died: keep the evidence
-        error = f"{err.ename}: {err.evalue}" if isinstance(err, pm.PapermillExecutionError) else repr(err)
-        status = "pruned" if getattr(err, "ename", "") == "TrialPruned" else "failed"
+        status, error = _execute(path, output, values, kernel_env)
     except BaseException as err:  # interrupted: mark it, then let the interrupt go on
         store.update(
             run_id, status="failed", error=f"interrupted: {err!r}", finished_at=dt.datetime.now(dt.UTC)
@@ -212,11 +231,7 @@ def run_notebook(
         output_hash=file_hash(output) if output.exists() else None,
         **read_run_outputs(run_dir),
     )
-    try:
-        files = [output] if output.exists() else []
-        record = store.update(run_id, wandb_path=log_to_wandb(record, settings, files, read_history(run_dir)))
-    except Exception as err:  # tracking must never lose a run
-        log.warning("W&B tracking of run %s failed: %r; the run record and notebook are kept.", run_id, err)
+    record = _track(store, record, settings, output)
     if status == "pruned":
         raise RunPruned(f"Run {run_id} of {record.notebook} was pruned: {error}")
     if error:

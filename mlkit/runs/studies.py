@@ -99,7 +99,7 @@ def _figures(study) -> list[tuple[str, str]]:
             )
     return out
 
-
+# %% ../../nbs/runs/08_studies.ipynb #592ceb69
 def study_report(
     study: str,  # the study name
     storage: str | None = None,  # its Optuna storage (default: setting sweep_storage)

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import optuna
+from distributed import Client, LocalCluster, wait
 from distributed.diagnostics.plugin import WorkerPlugin
 from optuna.trial import TrialState
 
@@ -105,8 +106,6 @@ class _DieWithDriver(WorkerPlugin):
 
 
 def _client(scheduler: str, workers: int):
-    from distributed import Client, LocalCluster
-
     if scheduler:
         return Client(scheduler), None
     cluster = LocalCluster(
@@ -214,100 +213,115 @@ def sweep(
     dims = load_space(space, parse_parameters(path))
     location = storage_location(settings, storage)
     name = study or default_study_name(path, dims, metric, direction)
-    sampler_obj = make_sampler(sampler, seed=seed, grid=grid(dims) if sampler == "grid" else None)
-    optuna.logging.set_verbosity(optuna.logging.WARNING)  # the progress display says what matters
-    study_obj = optuna.create_study(
+    emit = on_event or (lambda kind, info: None)
+    with _quiet_optuna():
+        sampler_obj = make_sampler(sampler, seed=seed, grid=grid(dims) if sampler == "grid" else None)
+        study_obj = _open_study(name, location, sampler_obj, make_pruner(pruner), direction)
+        store = RunStore(settings.run_db)  # created once here, not racing in the workers
+        client, cluster = _client(settings.sweep_scheduler if scheduler is None else scheduler, workers)
+        trial_args = (str(path), settings, pruner, force)
+        in_flight: dict = {}  # future -> trial
+        try:
+            slots = sum(client.nthreads().values()) or workers
+            info = {"study": name, "storage": location, "n_trials": n_trials, "workers": workers}
+            emit("start", {**info, "direction": direction})
+            while True:
+                for t in fail_silent_trials(study_obj, 3 * settings.sweep_heartbeat_s):
+                    _mark_run_dead(store, name, t.number)
+                    lost = {"number": t.number, "state": "fail", "error": "heartbeat lost: its driver died"}
+                    emit("trial", lost)
+                failed = len(study_obj.get_trials(deepcopy=False, states=(TrialState.FAIL,)))
+                stop = max_failures is not None and failed > max_failures
+                if not stop:
+                    _fill(study_obj, client, in_flight, slots + 1, n_trials, location, dims, trial_args)
+                running = study_obj.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+                emit("tick", {"in_flight": len(in_flight), "running": len(running)})
+                if not in_flight:
+                    if stop:
+                        raise SweepError(
+                            f"The sweep of {path.name} stopped: {failed} trials failed, more than "
+                            f"max_failures={max_failures}. `mlkit runs --study {name} --status failed` "
+                            "lists their errors."
+                        )
+                    if not running:
+                        break
+                    time.sleep(min(1.0, settings.sweep_heartbeat_s))  # another driver's trials still run
+                    continue
+                done = _wait_any(in_flight, settings.sweep_heartbeat_s)
+                beat(study_obj._storage, [t._trial_id for f, t in in_flight.items() if f not in done])
+                for future in done:
+                    _finish(study_obj, in_flight.pop(future), future, metric, direction, emit)
+        finally:
+            for future in in_flight:
+                future.cancel()
+            client.close()
+            if cluster is not None:
+                cluster.close()
+        return _summary(study_obj, location)
+
+# %% ../../nbs/runs/07_sweep.ipynb #1ae5b489
+@contextlib.contextmanager
+def _quiet_optuna():
+    "Optuna's per-trial INFO lines off while a sweep runs (its progress display says what matters), then as before."
+    before = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        yield
+    finally:
+        optuna.logging.set_verbosity(before)
+
+
+def _open_study(name: str, location: str, sampler, pruner, direction: str) -> optuna.Study:
+    "The study `name` at `location`, created or resumed; refused when it exists with the other direction."
+    study = optuna.create_study(
         study_name=name,
         storage=open_storage(location),
-        sampler=sampler_obj,
-        pruner=make_pruner(pruner),
+        sampler=sampler,
+        pruner=pruner,
         direction=direction,
         load_if_exists=True,
     )
-    if study_obj.direction.name.lower() != direction:
+    if study.direction.name.lower() != direction:
         raise ConfigError(
-            f"The study '{name}' already exists and {study_obj.direction.name.lower()}s; "
+            f"The study '{name}' already exists and {study.direction.name.lower()}s; "
             f"pass that direction or another --study."
         )
-    store = RunStore(settings.run_db)  # created once here, not racing in the workers
-    emit = on_event or (lambda kind, info: None)
-    grace = 3 * settings.sweep_heartbeat_s
-    client, cluster = _client(settings.sweep_scheduler if scheduler is None else scheduler, workers)
-    in_flight: dict = {}  # future -> trial
-    try:
-        from distributed import wait
+    return study
 
-        slots = sum(client.nthreads().values()) or workers
 
-        emit(
-            "start",
-            {
-                "study": name,
-                "storage": location,
-                "n_trials": n_trials,
-                "workers": workers,
-                "direction": direction,
-            },
+def _fill(
+    study: optuna.Study, client, in_flight: dict, slots: int, n_trials: int, location: str, dims, args: tuple
+) -> None:
+    "Ask for trials and submit them until `slots` are in flight or the study's budget is spent (by any driver)."
+    path, settings, pruner, force = args
+    while len(in_flight) < slots:  # one more than the workers: a freed worker starts the next at once
+        with budget_lock(location, study.study_name):
+            if len(study.get_trials(deepcopy=False)) >= n_trials:
+                return
+            trial = study.ask()
+            beat(study._storage, [trial._trial_id])
+        future = client.submit(
+            run_trial,
+            path,
+            suggest(trial, dims),
+            settings,
+            study.study_name,
+            trial.number,
+            trial._trial_id,
+            location,
+            pruner,
+            force,
+            pure=False,
         )
-        while True:
-            for t in fail_silent_trials(study_obj, grace):
-                _mark_run_dead(store, name, t.number)
-                emit(
-                    "trial", {"number": t.number, "state": "fail", "error": "heartbeat lost: its driver died"}
-                )
-            failed = len(study_obj.get_trials(deepcopy=False, states=(TrialState.FAIL,)))
-            stop = max_failures is not None and failed > max_failures
-            while not stop and len(in_flight) < slots + 1:  # one queued: a freed worker starts at once
-                with budget_lock(location, name):
-                    if len(study_obj.get_trials(deepcopy=False)) >= n_trials:
-                        break
-                    trial = study_obj.ask()
-                    beat(study_obj._storage, [trial._trial_id])
-                overrides = suggest(trial, dims)
-                future = client.submit(
-                    run_trial,
-                    str(path),
-                    overrides,
-                    settings,
-                    name,
-                    trial.number,
-                    trial._trial_id,
-                    location,
-                    pruner,
-                    force,
-                    pure=False,
-                )
-                in_flight[future] = trial
-            running = study_obj.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-            emit("tick", {"in_flight": len(in_flight), "running": len(running)})
-            if not in_flight:
-                if stop:
-                    raise SweepError(
-                        f"The sweep of {path.name} stopped: {failed} trials failed, more than "
-                        f"max_failures={max_failures}. `mlkit runs --study {name} --status failed` "
-                        "lists their errors."
-                    )
-                if not running:
-                    break
-                time.sleep(min(1.0, settings.sweep_heartbeat_s))  # another driver's trials are still running
-                continue
-            try:
-                done, _ = wait(
-                    list(in_flight), timeout=settings.sweep_heartbeat_s, return_when="FIRST_COMPLETED"
-                )
-            except TimeoutError:  # nothing finished within a heartbeat
-                done = set()
-            beat(study_obj._storage, [t._trial_id for f, t in in_flight.items() if f not in done])
-            for future in done:
-                trial = in_flight.pop(future)
-                _finish(study_obj, trial, future, metric, direction, emit)
-    finally:
-        for future in in_flight:
-            future.cancel()
-        client.close()
-        if cluster is not None:
-            cluster.close()
-    return _summary(study_obj, location)
+        in_flight[future] = trial
+
+
+def _wait_any(in_flight: dict, timeout: float) -> set:
+    "The futures done within `timeout` (none if nothing finished within a heartbeat)."
+    try:
+        return wait(list(in_flight), timeout=timeout, return_when="FIRST_COMPLETED").done
+    except TimeoutError:
+        return set()
 
 # %% ../../nbs/runs/07_sweep.ipynb #824a0d8d
 def _mark_run_dead(store: RunStore, study: str, number: int) -> None:
