@@ -94,6 +94,25 @@ def test_a_failing_notebook_keeps_its_evidence_and_is_marked_failed(settings, st
     assert summary["exit_code"] == 1 and summary["summary"]["status"] == "failed"
 
 
+def test_the_kernel_gets_its_environment_and_the_caller_keeps_its_own(settings, store, tmp_path):
+    nb = nbformat.v4.new_notebook(
+        metadata={"kernelspec": {"name": "mlkit", "language": "python", "display_name": "mlkit"}}
+    )
+    params = nbformat.v4.new_code_cell('extra: str = "x"')
+    params.metadata["tags"] = ["parameters"]
+    probe = "import os\nassert os.environ['MLKIT_RUN_DIR'].endswith(os.environ['MLKIT_RUN_ID'])\n"
+    probe += "assert os.environ['MLKIT_PROBE'] == 'seen', os.environ.get('MLKIT_PROBE')"
+    nb.cells = [params, nbformat.v4.new_code_cell(probe)]
+    nbformat.write(nb, tmp_path / "probe.ipynb")
+    # W&B's own service handle is W&B's process-wide state (set on its first use, cleared at its teardown)
+    ours = lambda: {k: v for k, v in os.environ.items() if k != "WANDB_SERVICE"}  # noqa: E731
+    before = ours()
+    rec = run_notebook(tmp_path / "probe.ipynb", settings=settings, store=store, env={"MLKIT_PROBE": "seen"})
+    assert rec.status == "finished"
+    # papermill's kernel got its variables; this process's stay as they were
+    assert ours() == before
+
+
 def mlkit(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "mlkit.cli", *args],
