@@ -18,7 +18,9 @@ LAYERS: dict[str, int] = {
         ("registry", "monitoring"), 3
     ),  # model versions and how they move; what served models see
     "serving": 4,  # the served model over HTTP
-    **dict.fromkeys(("cli", "magics", "demo", "retrain", "lab", "docs"), 5),  # faces: nothing below uses them
+    **dict.fromkeys(
+        ("cli", "magics", "demo", "retrain", "lab", "docs", "project"), 5
+    ),  # faces: nothing below uses them
 }
 
 

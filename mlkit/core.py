@@ -206,14 +206,23 @@ SETTINGS_FILE = "settings.ini"
 
 
 def find_root(start: Path | str | None = None) -> Path:
-    "The project root: `MLKIT_ROOT`, else the nearest folder at or above `start` (default: cwd) holding settings.ini."
+    "The project root: `MLKIT_ROOT` (an existing folder), else the nearest folder at or above `start` holding settings.ini."
     if os.environ.get("MLKIT_ROOT"):
-        return Path(os.environ["MLKIT_ROOT"]).expanduser().resolve()
+        root = Path(os.environ["MLKIT_ROOT"]).expanduser()
+        if not root.is_dir():
+            raise ConfigError(
+                f"MLKIT_ROOT={os.environ['MLKIT_ROOT']} is not a folder: point it at a project (the folder holding "
+                "its settings.ini) or unset it. mlkit does not create it."
+            )
+        return root.resolve()
     here = Path(start or Path.cwd()).resolve()
     for folder in [here, *here.parents]:
-        if (folder / SETTINGS_FILE).is_file() and (folder / "nbs").is_dir():
+        if (folder / SETTINGS_FILE).is_file():
             return folder
-    return here
+    raise NotFound(
+        f"No mlkit project here: no {SETTINGS_FILE} in {here} or any folder above it. Start one with "
+        "`mlkit new DIR` (then cd DIR), or set MLKIT_ROOT to an existing project."
+    )
 
 
 def _resolve_db_url(url: str, root: Path) -> str:

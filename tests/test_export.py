@@ -41,7 +41,7 @@ def test_export_matches_the_fitted_pipeline_on_the_holdout(exported, runs, setti
 def test_the_exported_model_carries_its_lineage(exported, runs, settings):
     meta = get_model(exported.tag, settings).info.metadata
     run = next(r for r in runs.values() if r.id == meta["run_id"])
-    assert exported.tag.startswith("train_tabular:")
+    assert exported.tag.startswith("breast_cancer-train_tabular:")
     assert meta["notebook_hash"] == run.notebook_hash
     assert meta["parameters"] == run.parameters
     assert meta["data"]["breast_cancer"]["fingerprint"] == run.data["breast_cancer"]["fingerprint"]

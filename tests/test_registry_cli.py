@@ -63,7 +63,7 @@ def test_export_prints_parity_latency_and_each_variant_kept_or_discarded(runs):
     done = mlkit("export", runs["logreg"].id, "--quantize", "int8", "--quantize", "fp16")
     assert done.returncode == 0, done.stderr
     tag = done.stdout.strip()
-    assert tag.startswith("train_tabular:") and "\n" not in tag
+    assert tag.startswith("breast_cancer-train_tabular:") and "\n" not in tag
     err = done.stderr
     assert "parity on 143 holdout rows: max |dp| " in err and "label agreement 100.00%" in err
     for variant in ("reference", "onnx"):

@@ -75,7 +75,11 @@ def steps(self: Lineage) -> list[tuple[str, list[str]]]:
     else:
         notebook.append("input notebook and its hash not recorded")
     params = [f"{k} = {v!r}" for k, v in self.parameters.items()] if self.parameters is not None else []
-    data = [f"{k}: {v.get('rows', '?')} rows, {v.get('fingerprint')}" for k, v in (self.data or {}).items()]
+    data = [
+        f"{k}: {v.get('rows', '?')} rows, {v.get('fingerprint')}"
+        + (f", from {o['source']} ({o['catalog']} {o['catalog_hash']})" if (o := v.get("origin")) else "")
+        for k, v in (self.data or {}).items()
+    ]
     if self.git is None:
         git = ["not recorded"]
     else:
@@ -181,7 +185,9 @@ def lineage(
         run=run,
         notebook=notebook,
         parameters=meta.parameters,
-        data={k: {"fingerprint": v.get("fingerprint"), "rows": v.get("rows")} for k, v in data.items()}
+        data={
+            k: {key: v[key] for key in ("fingerprint", "rows", "origin") if key in v} for k, v in data.items()
+        }
         if data
         else None,
         git=meta.git,

@@ -89,6 +89,9 @@ def log_dataset(
         "rows": len(ds.frame),
         "columns": list(ds.frame.columns),
         "contract": contract,
+        **(
+            {"origin": ds.origin} if getattr(ds, "origin", None) else {}
+        ),  # a catalog entry: the catalog's hash
     }
     _update_json(current_run_dir() / "data.json", {ds.name: entry})
     return fp
