@@ -168,16 +168,26 @@ def sweep(
         bool, typer.Option("--force", help="rerun trials whose identical run is cached")
     ] = False,
     seed: Annotated[int | None, typer.Option(help="sampler seed")] = None,
+    param: Annotated[
+        list[str] | None,
+        typer.Option("-p", "--param", help="a fixed parameter of every trial: name=value (repeatable)"),
+    ] = None,
+    params_file: Annotated[
+        Path | None, typer.Option("-f", "--params-file", help="YAML file of fixed parameters")
+    ] = None,
 ) -> Any:
     "Optuna sweep of NOTEBOOK, each trial a papermill run on a Dask worker; prints the study name."
     from mlkit.progress import SweepProgress
+    from mlkit.runs.params import load_params_file, parse_assignments, parse_parameters
     from mlkit.runs.sweep import sweep as run_sweep
 
+    fixed = load_params_file(params_file) if params_file else {}
+    fixed.update(parse_assignments(param or [], parse_parameters(notebook)))
     with SweepProgress(trials) as progress:
         result = run_sweep(
             notebook, space, trials, workers=workers, sampler=sampler, pruner=pruner, metric=metric,
             direction=direction, storage=storage, scheduler=scheduler, study=study, max_failures=max_failures,
-            force=force, seed=seed, on_event=progress.event,
+            force=force, seed=seed, on_event=progress.event, fixed=fixed,
         )  # fmt: skip
     c = result.counts
     note = (
@@ -435,14 +445,19 @@ app.add_typer(data_app, name="data")
 @data_app.command("add")
 def data_add(
     name: Annotated[str, typer.Argument(help="the data set's name")],
-    source: Annotated[str, typer.Argument(help="a .csv/.parquet file, a SQLAlchemy URL or duckdb:///file")],
+    source: Annotated[
+        str,
+        typer.Argument(
+            help="a .csv/.parquet file, a SQLAlchemy URL, duckdb:///file or featurestore:///folder (with --table VIEW)"
+        ),
+    ],
     target: Annotated[str, typer.Option(help="the column to predict")],
     task: Annotated[str | None, typer.Option(help="classification | regression (default: inferred)")] = None,
     time_column: Annotated[str | None, typer.Option(help="rows sorted by it; not a feature")] = None,
     drop: Annotated[
         list[str] | None, typer.Option(help="a column that is not a feature, e.g. an id (repeatable)")
     ] = None,
-    table: Annotated[str | None, typer.Option(help="SQL/DuckDB: the table")] = None,
+    table: Annotated[str | None, typer.Option(help="SQL/DuckDB: the table; feature store: the view")] = None,
     query: Annotated[str | None, typer.Option(help="SQL/DuckDB: the query")] = None,
     replace: Annotated[bool, typer.Option("--replace", help="redraft an entry of that name")] = False,
 ) -> None:

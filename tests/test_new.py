@@ -98,7 +98,23 @@ def test_run_sweep_export_promote_and_serve_the_users_data(project):
     nb = "nbs/experiments/train_tabular.ipynb"
     run_id = ok(mlkit(project, "run", nb, "-p", "dataset=wine", "-p", "model=logreg")).strip()
     (project / "space.yaml").write_text(SPACE)
-    ok(mlkit(project, "sweep", nb, "--space", "space.yaml", "--trials", "3", "--workers", "1", "--seed", "0"))
+    ok(
+        mlkit(
+            project,
+            "sweep",
+            nb,
+            "-p",
+            "dataset=wine",
+            "--space",
+            "space.yaml",
+            "--trials",
+            "3",
+            "--workers",
+            "1",
+            "--seed",
+            "0",
+        )  # fmt: skip
+    )
     runs = json.loads(ok(mlkit(project, "runs", "--json")))
     # a sweep trial may be pruned by Optuna's median pruner; the single run and at least one trial finish
     assert len(runs) == 4 and {r["status"] for r in runs} <= {"finished", "pruned"}

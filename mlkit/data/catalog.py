@@ -21,6 +21,7 @@ import yaml
 
 from ..core import ConfigError, ContractError, NotFound, atomic_write, find_root
 from .contracts import tabular_schema, validate
+from .features import FeatureViewSource  # registers the 'featurestore' source kind
 from .sources import read_source
 
 # %% ../../nbs/data/06_catalog.ipynb #085c260e
@@ -32,8 +33,9 @@ CATALOG_TEMPLATE = """\
 # (contracts/NAME.yaml) from the data, for you to review. An entry by hand:
 #
 # wine:
-#   source: data/wine.csv          # .csv/.parquet path (relative to this folder), a SQLAlchemy URL, duckdb:///file
-#   table: null                    # SQL/DuckDB: a table ...
+#   source: data/wine.csv          # .csv/.parquet path (relative to this folder), a SQLAlchemy URL,
+#                                  # duckdb:///file or featurestore:///folder (3 slashes: relative, 4: absolute)
+#   table: null                    # SQL/DuckDB: a table (feature store: the view) ...
 #   query: null                    # ... or a query
 #   target: cultivar               # the column to predict
 #   task: classification           # classification | regression
@@ -48,11 +50,11 @@ class CatalogEntry:
     "One data set of the catalog."
 
     name: str  # the name it is used by
-    source: str  # a .csv/.parquet path relative to the project root, a SQLAlchemy URL or duckdb:///file
+    source: str  # a .csv/.parquet path relative to the project root, a SQLAlchemy URL, duckdb:///file, featurestore:///folder
     target: str  # the column to predict
     contract: str | dict  # the contract file (relative to the project root), or the contract inline
     task: str = "classification"  # classification | regression
-    table: str | None = None  # SQL/DuckDB: the table
+    table: str | None = None  # SQL/DuckDB: the table; feature store: the view
     query: str | None = None  # SQL/DuckDB: the query
     time_column: str | None = None  # rows are sorted by it; never a feature
     drop: list[str] = dataclasses.field(default_factory=list)  # columns that are not features (ids)
@@ -128,16 +130,27 @@ def _contract(entry: CatalogEntry, root: Path) -> dict[str, Any]:
     return {**spec, "name": entry.name, "target": entry.target}
 
 
+# URLs whose path is a file: three slashes start a path relative to the project, four an absolute one
+_FILE_URL = re.compile(r"^(sqlite[^:]*|duckdb|featurestore):///(.*)$")
+
+
+def _located(source: str, root: Path) -> tuple[Any, Path | None]:
+    "Where the catalog's `source` is, relative paths taken from the project root: (location, its file or None)."
+    if "://" not in source:
+        return root / source, root / source
+    m = _FILE_URL.match(source)
+    if not m:
+        return source, None  # a database server
+    path = root / m[2]  # an absolute path stays absolute
+    return f"{m[1]}:///{path}", path
+
+
 def _read(entry: CatalogEntry, root: Path) -> pd.DataFrame:
     "The entry's rows as they are in the source."
     where = f"{root / CATALOG_FILE}, data set '{entry.name}'"
-    location: Any = entry.source
-    if "://" not in entry.source:
-        location = root / entry.source
-        if not location.exists():
-            raise ConfigError(
-                f"{where}, field 'source': no file {location}. Put the file there or fix the path."
-            )
+    location, path = _located(entry.source, root)
+    if path is not None and not path.exists():
+        raise ConfigError(f"{where}, field 'source': no file {path}. Put the file there or fix the path.")
     options = {k: v for k, v in (("table", entry.table), ("query", entry.query)) if v}
     frame = read_source(location, **options)
     for field, cols in (
@@ -256,15 +269,17 @@ _NAME = re.compile(r"[A-Za-z][A-Za-z0-9_.-]{0,63}")
 
 def _source_text(source: str, root: Path) -> str:
     "How the catalog names a source: a URL as given, a file relative to the project root when inside it."
-    if "://" in source:
+    m = _FILE_URL.match(source)
+    if "://" in source and not m:
         return source
-    path = Path(source).expanduser().resolve()
+    path = Path(m[2] if m else source).expanduser().resolve()  # as typed: from the working directory
     if not path.exists():
         raise ConfigError(f"No file {path}: pass the path of a .csv or .parquet file, or a SQLAlchemy URL.")
     try:
-        return str(path.relative_to(root.resolve()))
+        path = path.relative_to(root.resolve())
     except ValueError:  # outside the project: kept absolute
-        return str(path)
+        pass
+    return f"{m[1]}:///{path}" if m else str(path)
 
 
 def _write_entry(path: Path, name: str, entry: CatalogEntry, replace: bool) -> None:

@@ -69,7 +69,7 @@ def open_source(
         if kind not in SOURCES:
             raise ConfigError(f"Unknown source kind '{kind}'. Registered: {', '.join(sorted(SOURCES))}.")
         return SOURCES[kind](location, **options)
-    for cls in SOURCES.values():
+    for cls in reversed(SOURCES.values()):  # the latest kind first: it may claim what an older one would take
         if cls.accepts(location):
             return cls(location, **options)
     raise ConfigError(
@@ -234,7 +234,7 @@ class SqlSource(_QuerySource):
     def accepts(cls, location):
         if isinstance(location, sa.engine.URL):
             return True
-        return isinstance(location, str) and "://" in location and not location.startswith("duckdb:")
+        return isinstance(location, str) and "://" in location  # duckdb:// and later kinds are asked first
 
 # %% ../../nbs/data/01_sources.ipynb #0d8a60bc
 @patch

@@ -21,7 +21,7 @@ from optuna.trial import TrialState
 
 from ..core import ConfigError, MlkitError, RunFailed, Settings, get_settings
 from ..display import Displayable, Grid, Raw, badge, card_html, fmt, kv_table
-from .params import parse_parameters
+from .params import parse_parameters, resolve_parameters
 from .runner import RunPruned, run_notebook
 from .space import Dim, grid, load_space, suggest
 from .store import RunStore
@@ -44,9 +44,13 @@ class SweepError(MlkitError, RuntimeError):
     "A sweep stopped: too many failed trials, or a setting that cannot work."
 
 
-def default_study_name(notebook: Path, space: list[Dim], metric: str | None, direction: str) -> str:
-    "The study a sweep command resumes: notebook stem plus a hash of notebook path, space, metric and direction."
+def default_study_name(
+    notebook: Path, space: list[Dim], metric: str | None, direction: str, fixed: dict | None = None
+) -> str:
+    "The study a sweep command resumes: notebook stem plus a hash of notebook, space, metric, direction, fixed values."
     text = repr((str(notebook), [dataclasses.astuple(d) for d in space], metric, direction))
+    if fixed:  # another data set (or any fixed parameter) is another study
+        text += repr(sorted(fixed.items()))
     return f"{notebook.stem}-{hashlib.sha256(text.encode()).hexdigest()[:8]}"
 
 
@@ -204,22 +208,31 @@ def sweep(
     seed: int | None = None,  # sampler seed
     settings: Settings | None = None,
     on_event=None,  # callback(kind, info) for progress displays: 'start', 'trial', 'tick'
+    fixed: dict[str, Any]
+    | None = None,  # parameters every trial gets (e.g. {'dataset': 'wine'}), not searched
 ) -> SweepResult:
     "Run an Optuna sweep of `notebook` over `space` with trials on Dask workers; returns the summary."
     settings = settings or get_settings()
     workers = settings.sweep_workers if workers is None else workers
     _check_args(n_trials, workers, max_failures, direction)
     path = Path(notebook).resolve()
-    dims = load_space(space, parse_parameters(path))
+    declared = parse_parameters(path)
+    dims = load_space(space, declared)
+    fixed = dict(fixed or {})
+    resolve_parameters(declared, fixed)  # unknown names and wrong types are refused before any trial
+    if clash := sorted(set(fixed) & {d.name for d in dims}):
+        raise ConfigError(
+            f"{', '.join(clash)} is both fixed and searched: drop it from the space or from the fixed values."
+        )
     location = storage_location(settings, storage)
-    name = study or default_study_name(path, dims, metric, direction)
+    name = study or default_study_name(path, dims, metric, direction, fixed)
     emit = on_event or (lambda kind, info: None)
     with _quiet_optuna():
         sampler_obj = make_sampler(sampler, seed=seed, grid=grid(dims) if sampler == "grid" else None)
         study_obj = _open_study(name, location, sampler_obj, make_pruner(pruner), direction)
         store = RunStore(settings.run_db)  # created once here, not racing in the workers
         client, cluster = _client(settings.sweep_scheduler if scheduler is None else scheduler, workers)
-        trial_args = (str(path), settings, pruner, force)
+        trial_args = (str(path), settings, pruner, force, fixed)
         in_flight: dict = {}  # future -> trial
         try:
             slots = sum(client.nthreads().values()) or workers
@@ -293,7 +306,7 @@ def _fill(
     study: optuna.Study, client, in_flight: dict, slots: int, n_trials: int, location: str, dims, args: tuple
 ) -> None:
     "Ask for trials and submit them until `slots` are in flight or the study's budget is spent (by any driver)."
-    path, settings, pruner, force = args
+    path, settings, pruner, force, fixed = args
     while len(in_flight) < slots:  # one more than the workers: a freed worker starts the next at once
         with budget_lock(location, study.study_name):
             if len(study.get_trials(deepcopy=False)) >= n_trials:
@@ -303,7 +316,7 @@ def _fill(
         future = client.submit(
             run_trial,
             path,
-            suggest(trial, dims),
+            {**fixed, **suggest(trial, dims)},
             settings,
             study.study_name,
             trial.number,
