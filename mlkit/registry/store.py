@@ -61,7 +61,7 @@ def configure_store(settings: Settings | None = None) -> Path:
 
 # %% ../../nbs/registry/00_store.ipynb #25a4366b
 def save_model(
-    name: str,  # model name (the notebook's stem)
+    name: str,  # model name ('{data set}-{experiment}', see registry.export.model_name)
     files: dict[str, bytes],  # file name -> content, written into the model's folder
     metadata: dict[str, Any],  # lineage and figures, JSON-like values only (ModelMetadata.to_dict())
     settings: Settings | None = None,
