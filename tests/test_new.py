@@ -12,6 +12,7 @@ import joblib
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 from sklearn.datasets import load_wine
 
 from mlkit.core import load_settings
@@ -97,6 +98,15 @@ def test_the_catalog_entry_is_listed_shown_and_checked(project):
 def test_run_sweep_export_promote_and_serve_the_users_data(project):
     nb = "nbs/experiments/train_tabular.ipynb"
     run_id = ok(mlkit(project, "run", nb, "-p", "dataset=wine", "-p", "model=logreg")).strip()
+    # the same command again is the cached run; after the contract is reviewed (a rule widened), it runs again
+    again = mlkit(project, "run", nb, "-p", "dataset=wine", "-p", "model=logreg")
+    assert ok(again).strip() == run_id and "cached: run" in again.stderr
+    contract = project / "contracts" / "wine.yaml"
+    spec = yaml.safe_load(contract.read_text())
+    spec["features"]["alcohol"]["max"] = 20.0
+    contract.write_text(yaml.safe_dump(spec, sort_keys=False))
+    reviewed = mlkit(project, "run", nb, "-p", "dataset=wine", "-p", "model=logreg")
+    assert ok(reviewed).strip() != run_id and "cached" not in reviewed.stderr
     (project / "space.yaml").write_text(SPACE)
     ok(
         mlkit(
@@ -117,9 +127,9 @@ def test_run_sweep_export_promote_and_serve_the_users_data(project):
     )
     runs = json.loads(ok(mlkit(project, "runs", "--json")))
     # a sweep trial may be pruned by Optuna's median pruner; the single run and at least one trial finish
-    assert len(runs) == 4 and {r["status"] for r in runs} <= {"finished", "pruned"}
+    assert len(runs) == 5 and {r["status"] for r in runs} <= {"finished", "pruned"}
     finished = [r for r in runs if r["status"] == "finished"]
-    assert len(finished) >= 2 and run_id in {r["id"] for r in finished}
+    assert len(finished) >= 3 and run_id in {r["id"] for r in finished}
     assert all(r["parameters"]["dataset"] == "wine" for r in runs)
     best = finished[0]  # best first
     tag = ok(mlkit(project, "export", best["id"])).strip()

@@ -48,11 +48,17 @@ def cache_key(notebook_hash: str, parameters: dict[str, Any]) -> str:
 
 
 def _data_unchanged(data: dict) -> bool:
-    "Whether every data set a run read still has the fingerprint it had then."
+    "Whether every data set a run read still has the fingerprint and the contract it had then."
     try:
-        return all(
-            fingerprint(load_dataset(name).frame) == seen["fingerprint"] for name, seen in data.items()
-        )
+        for name, seen in data.items():
+            ds = load_dataset(name)
+            rules = json.loads(json.dumps(ds.schema.metadata, default=str))  # as log_dataset records them
+            if (
+                fingerprint(ds.frame) != seen["fingerprint"]
+                or seen.get("contract", {}).get("rules", rules) != rules
+            ):
+                return False  # other rows, or a contract reviewed since (runs before contracts were kept: rows only)
+        return True
     except Exception:  # the data set is gone or cannot be loaded: no reuse
         return False
 
