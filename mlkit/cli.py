@@ -98,6 +98,12 @@ def run(
         typer.echo(
             f"cached: run {record.id} has the same notebook, parameters and data (--force reruns)", err=True
         )
+    if record.status == "stopped":  # sys.exit(0) in a cell: papermill exits 0 too, so does this command
+        typer.echo(
+            f"warning: run {record.id} {record.error}; it is recorded 'stopped', never reused as a cached "
+            "run, and `mlkit export` refuses it.",
+            err=True,
+        )
     return _show(record, record.id)
 
 
