@@ -94,7 +94,7 @@ def _logged_model(record: RunRecord) -> tuple[dict, Any, pd.DataFrame]:
 
     if record.status == "stopped":  # its model, if any, is whatever the notebook had when it stopped
         raise ExportError(
-            f"Run {record.id} stopped early ({record.error}), so it is not exported. Let {record.notebook} "
+            f"Run {record.id} {record.error}, so it is not exported. Let {record.notebook} "
             "run to its end (remove the sys.exit, do not interrupt it), run it again with `mlkit run`, and "
             "export that run."
         )

@@ -140,17 +140,19 @@ def _relative(path: Path, root: Path) -> str:
 _MARKERS = {"injected-parameters", "papermill-error-cell-tag"}  # cells papermill adds to the executed copy
 
 
-def _stopped_cell(output: Path) -> tuple[int, nbformat.NotebookNode] | None:
-    "(position from 1 in the input notebook, cell) of the cell papermill left failed or running, or None."
+def _stopped_cell(output: Path, started: bool = False) -> tuple[int, nbformat.NotebookNode] | None:
+    "(position from 1 in the input notebook, cell) of the cell papermill marked failed (`started`: the last one started)."
     if not output.exists():
         return None
     cells = [
         c for c in nbformat.read(output, as_version=4).cells if not _MARKERS & set(c.metadata.get("tags", []))
     ]
-    for number, cell in enumerate(cells, 1):
-        if cell.metadata.get("papermill", {}).get("status") in ("failed", "running"):
-            return number, cell
-    return None
+    marks = [(n, c, c.metadata.get("papermill", {})) for n, c in enumerate(cells, 1)]
+    # an interrupt in this process leaves its cell 'completed' (papermill's cleanup): the last one started is it
+    found = [
+        (n, c) for n, c, pm in marks if (pm.get("start_time") if started else pm.get("status") == "failed")
+    ]
+    return (found[-1] if started else found[0]) if found else None
 
 
 def _error(ename: str, evalue: str) -> str:
@@ -236,7 +238,9 @@ def _interrupted(store: RunStore, run_id: str, output: Path, err: BaseException)
     "Record a run this process was interrupted in (Ctrl-C: 'stopped' at the running cell; else 'failed')."
     stopped = isinstance(err, KeyboardInterrupt)
     error = (
-        f"{_stopped_at(_stopped_cell(output))} by {err!r} (Ctrl-C)" if stopped else f"interrupted: {err!r}"
+        f"{_stopped_at(_stopped_cell(output, started=True))} by {err!r} (Ctrl-C)"
+        if stopped
+        else f"interrupted: {err!r}"
     )
     store.update(
         run_id, status="stopped" if stopped else "failed", error=error, finished_at=dt.datetime.now(dt.UTC)
