@@ -83,7 +83,11 @@ def run(
         bool, typer.Option("--force", help="execute even if an identical run is cached")
     ] = False,
 ) -> Any:
-    "Execute NOTEBOOK with parameters through papermill; prints the run id (an identical earlier run is reused)."
+    """Execute NOTEBOOK with parameters through papermill; prints the run id (an identical earlier run is reused).
+
+    Exits as papermill does: 0 when the notebook ran, or stopped itself with sys.exit(0) or `raise SystemExit`
+    (a warning says so; the run is recorded 'stopped'); 1 when a cell raised, exited non-zero or was interrupted.
+    """
     import datetime as dt
 
     from mlkit.runs.params import load_params_file, parse_assignments, parse_parameters
@@ -122,7 +126,10 @@ def runs(
         str | None, typer.Option(help="only runs of this notebook (path from the root)")
     ] = None,
     study: Annotated[str | None, typer.Option(help="only trials of this sweep study")] = None,
-    status: Annotated[str | None, typer.Option(help="only runs with this status")] = None,
+    status: Annotated[
+        str | None,
+        typer.Option(help="only runs with this status: running, finished, failed, pruned, stopped"),
+    ] = None,
     sort: Annotated[
         str | None, typer.Option(help="rank by this metric (default: each run's primary metric)")
     ] = None,

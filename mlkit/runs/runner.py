@@ -275,7 +275,7 @@ def run_notebook(
     trial: int | None = None,  # its trial number
     env: dict[str, str] | None = None,  # extra environment for the kernel
 ) -> RunRecord:
-    "Execute `notebook` with `parameters` through papermill (or reuse an identical run); return its record."
+    "Execute `notebook` with `parameters` through papermill (or reuse an identical finished run); return its record."
     settings = settings or get_settings()
     path = Path(notebook).resolve()
     values = resolve_parameters(parse_parameters(path), parameters or {})
@@ -305,12 +305,8 @@ def run_notebook(
             packages=package_versions(),
         )
     )
-    kernel_env = {
-        **(env or {}),
-        RUN_DIR_ENV: str(run_dir),
-        "MLKIT_RUN_ID": run_id,
-        "MLKIT_ROOT": str(settings.root),
-    }
+    kernel_env = {**(env or {}), RUN_DIR_ENV: str(run_dir), "MLKIT_RUN_ID": run_id}
+    kernel_env["MLKIT_ROOT"] = str(settings.root)
     try:
         status, error = _execute(path, output, values, kernel_env)
     except BaseException as err:  # interrupted (Ctrl-C): mark it, then let the interrupt go on
