@@ -244,3 +244,13 @@ def test_a_line_magic_failure_keeps_its_message(state_dir, store, tmp_path, name
     rec = newest(store, nb)
     assert rec.status == "failed" and message in rec.error, rec.error
     assert message in done.stderr
+
+
+def test_a_sweep_trial_that_stops_early_counts_as_failed(settings, store, tmp_path):
+    from mlkit.runs.sweep import run_trial
+
+    nb = write_nb(tmp_path / "trial_exit.ipynb", "k = 1", "raise SystemExit(0)")
+    out = run_trial(str(nb), {"k": 2}, settings, "exit-study", 0, 0, str(tmp_path / "j"), "none")
+    rec = store.get(out["run_id"])
+    assert (out["state"], rec.status, rec.study, rec.trial) == ("fail", "stopped", "exit-study", 0)
+    assert out["error"] == rec.error == "stopped early at cell 2 (`raise SystemExit(0)`) by SystemExit: 0"
