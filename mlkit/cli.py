@@ -116,7 +116,14 @@ def params(notebook: Annotated[Path, typer.Argument(help="experiment notebook")]
     "List NOTEBOOK's declared parameters: name (type) = default  # help."
     from mlkit.runs.params import describe, parse_parameters
 
-    typer.echo(describe(parse_parameters(notebook)))
+    declared = parse_parameters(notebook)
+    if not declared.tagged:
+        typer.echo(
+            f"{notebook} has no cell tagged 'parameters': `mlkit run -p` injects overrides at its top, unchecked.",
+            err=True,
+        )
+    if declared:
+        typer.echo(describe(declared))
 
 
 @app.command()

@@ -254,3 +254,10 @@ def test_a_sweep_trial_that_stops_early_counts_as_failed(settings, store, tmp_pa
     rec = store.get(out["run_id"])
     assert (out["state"], rec.status, rec.study, rec.trial) == ("fail", "stopped", "exit-study", 0)
     assert out["error"] == rec.error == "stopped early at cell 2 (`raise SystemExit(0)`) by SystemExit: 0"
+
+
+def test_params_says_when_a_notebook_has_no_parameters_cell(state_dir, tmp_path):
+    nb = write_nb(tmp_path / "bare_params.ipynb", "print(1)", parameters=False)
+    done = mlkit("params", str(nb))
+    assert done.returncode == 0 and done.stdout == ""
+    assert "has no cell tagged 'parameters'" in done.stderr

@@ -202,9 +202,10 @@ def load_params_file(path: Path | str) -> dict[str, Any]:
 
 
 def describe(params: dict[str, Param]) -> str:
-    "One line per parameter: name (type) = default  # help."
+    "One line per parameter: name (type) = default  # help (when it has one)."
     return "\n".join(
-        f"  {p.name} ({p.type}) = {p.default if p.derived else repr(p.default)}  # {p.help}"
+        f"  {p.name} ({p.type}) = {p.default if p.derived else repr(p.default)}"
+        + (f"  # {p.help}" if p.help else "")
         for p in params.values()
     )
 
