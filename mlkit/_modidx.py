@@ -716,6 +716,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                    'mlkit.runs.params._param': ('runs/params.html#_param', 'mlkit/runs/params.py'),
                                    'mlkit.runs.params._parameters_cell': ('runs/params.html#_parameters_cell', 'mlkit/runs/params.py'),
                                    'mlkit.runs.params._parse': ('runs/params.html#_parse', 'mlkit/runs/params.py'),
+                                   'mlkit.runs.params._python_only': ('runs/params.html#_python_only', 'mlkit/runs/params.py'),
                                    'mlkit.runs.params._warn_stale': ('runs/params.html#_warn_stale', 'mlkit/runs/params.py'),
                                    'mlkit.runs.params.describe': ('runs/params.html#describe', 'mlkit/runs/params.py'),
                                    'mlkit.runs.params.literal_type': ('runs/params.html#literal_type', 'mlkit/runs/params.py'),

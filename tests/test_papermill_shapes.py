@@ -67,7 +67,7 @@ def test_untyped_literals_take_their_literals_types(state_dir, store, tmp_path):
     layers = "layers = [\n    32,  # first\n    16,\n]"
     nb = write_nb(
         tmp_path / "untyped.ipynb",
-        f'alpha = 0.5  # learning rate\nmsg = None\nn = 3\nname = "x"\n{layers}\nb = n * 2  # derived',
+        f'%load_ext autoreload\nalpha = 0.5  # learning rate\nmsg = None\nn = 3\nname = "x"\n{layers}\nb = n * 2  # derived',
         "assert (type(alpha), type(n), type(name), type(layers)) == (float, int, str, list)\n"
         "assert b == 6  # papermill does not recompute a derived line",
     )

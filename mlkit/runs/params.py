@@ -111,6 +111,17 @@ def _assignment(node: ast.stmt) -> tuple[str | None, ast.expr | None, str]:
     return None, None, ""
 
 
+def _python_only(source: str) -> str:
+    "The cell with IPython-only lines (`%magic`, `!shell`) made `pass`, so it parses as Python, lines in place."
+    if source.lstrip().startswith("%%"):  # a cell magic: no Python to read
+        return ""
+    lines = source.splitlines()
+    return "\n".join(
+        ln[: len(ln) - len(ln.lstrip())] + "pass" if ln.lstrip().startswith(("%", "!")) else ln
+        for ln in lines
+    )
+
+
 def _parse(source: str) -> ast.Module:
     "The cell's syntax tree, `# type:` comments read where they sit on assignments."
     try:
@@ -150,6 +161,7 @@ def parse_parameters(
     if source is None:
         params.tagged = False
         return params
+    source = _python_only(source)
     try:
         tree = _parse(source)
     except SyntaxError as err:
