@@ -86,7 +86,9 @@ def run(
     """Execute NOTEBOOK with parameters through papermill; prints the run id (an identical earlier run is reused).
 
     Exits as papermill does: 0 when the notebook ran, or stopped itself with sys.exit(0) or `raise SystemExit`
-    (a warning says so; the run is recorded 'stopped'); 1 when a cell raised, exited non-zero or was interrupted.
+    (a warning says so; the run is recorded 'stopped'); 1 when a cell raised (KeyboardInterrupt included: the
+    run is 'stopped') or exited non-zero. Ctrl-C on this command records the run 'stopped' and exits 130, as
+    every typer command does (papermill, through click, exits 1): 128 + SIGINT tells an interrupt from a failure.
     """
     import datetime as dt
 

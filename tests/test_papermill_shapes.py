@@ -205,7 +205,7 @@ def test_ctrl_c_on_mlkit_run_records_a_stopped_run(state_dir, store, tmp_path):
         _, stderr = proc.communicate(timeout=120)
     finally:
         proc.kill()
-    assert proc.returncode != 0, stderr
+    assert proc.returncode == 130, (proc.returncode, stderr)  # 128 + SIGINT, as a shell reports Ctrl-C
     rec = newest(store, nb)
     assert rec.status == "stopped", rec
     assert rec.error.startswith("stopped early at cell 2 (`import time`) by KeyboardInterrupt")
