@@ -83,7 +83,13 @@ def run(
         bool, typer.Option("--force", help="execute even if an identical run is cached")
     ] = False,
 ) -> Any:
-    "Execute NOTEBOOK with parameters through papermill; prints the run id (an identical earlier run is reused)."
+    """Execute NOTEBOOK with parameters through papermill; prints the run id (an identical earlier run is reused).
+
+    Exits as papermill does: 0 when the notebook ran, or stopped itself with sys.exit(0) or `raise SystemExit`
+    (a warning says so; the run is recorded 'stopped'); 1 when a cell raised (KeyboardInterrupt included: the
+    run is 'stopped') or exited non-zero. Ctrl-C on this command records the run 'stopped' and exits 130, as
+    every typer command does (papermill, through click, exits 1): 128 + SIGINT tells an interrupt from a failure.
+    """
     import datetime as dt
 
     from mlkit.runs.params import load_params_file, parse_assignments, parse_parameters
@@ -98,6 +104,12 @@ def run(
         typer.echo(
             f"cached: run {record.id} has the same notebook, parameters and data (--force reruns)", err=True
         )
+    if record.status == "stopped":  # sys.exit(0) in a cell: papermill exits 0 too, so does this command
+        typer.echo(
+            f"warning: run {record.id} {record.error}; it is recorded 'stopped', never reused as a cached "
+            "run, and `mlkit export` refuses it.",
+            err=True,
+        )
     return _show(record, record.id)
 
 
@@ -106,7 +118,14 @@ def params(notebook: Annotated[Path, typer.Argument(help="experiment notebook")]
     "List NOTEBOOK's declared parameters: name (type) = default  # help."
     from mlkit.runs.params import describe, parse_parameters
 
-    typer.echo(describe(parse_parameters(notebook)))
+    declared = parse_parameters(notebook)
+    if not declared.tagged:
+        typer.echo(
+            f"{notebook} has no cell tagged 'parameters': `mlkit run -p` injects overrides at its top, unchecked.",
+            err=True,
+        )
+    if declared:
+        typer.echo(describe(declared))
 
 
 @app.command()
@@ -116,7 +135,10 @@ def runs(
         str | None, typer.Option(help="only runs of this notebook (path from the root)")
     ] = None,
     study: Annotated[str | None, typer.Option(help="only trials of this sweep study")] = None,
-    status: Annotated[str | None, typer.Option(help="only runs with this status")] = None,
+    status: Annotated[
+        str | None,
+        typer.Option(help="only runs with this status: running, finished, failed, pruned, stopped"),
+    ] = None,
     sort: Annotated[
         str | None, typer.Option(help="rank by this metric (default: each run's primary metric)")
     ] = None,

@@ -32,7 +32,8 @@ runs_table = sa.Table(
     sa.Column("primary_metric", sa.String(128)),  # the metric the notebook ranks runs by
     sa.Column("direction", sa.String(16)),  # maximize | minimize
     sa.Column("data", sa.JSON, nullable=False),  # data sets read: name -> fingerprint, rows
-    sa.Column("status", sa.String(16), nullable=False),  # running | finished | failed | pruned
+    # running | finished | failed | pruned | stopped: a plain string, so a new status needs no migration
+    sa.Column("status", sa.String(16), nullable=False),
     sa.Column("error", sa.Text),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("finished_at", sa.DateTime(timezone=True)),

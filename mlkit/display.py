@@ -223,11 +223,12 @@ _BADGE = {
     "fail": "#c62828",
     "running": "#1565c0",
     "pruned": "#777",
+    "stopped": "#ef6c00",
 }
 
 
 def badge(word: str) -> Raw:
-    "`word` as a small coloured label (green finished/ok, red failed, blue running, grey otherwise)."
+    "`word` as a small coloured label (green finished/ok, red failed, orange stopped, blue running, grey otherwise)."
     color = _BADGE.get(str(word).split()[0] if str(word).strip() else "", "#777")
     return Raw(
         f"<span style='background:{color};color:white;border-radius:3px;padding:0 .4em;font-size:85%'>"

@@ -92,6 +92,12 @@ def _logged_model(record: RunRecord) -> tuple[dict, Any, pd.DataFrame]:
     "What a finished run logged: its model description, its fitted model and its holdout rows."
     import joblib
 
+    if record.status == "stopped":  # its model, if any, is whatever the notebook had when it stopped
+        raise ExportError(
+            f"Run {record.id} {record.error}, so it is not exported. Let {record.notebook} "
+            "run to its end (remove the sys.exit, do not interrupt it), run it again with `mlkit run`, and "
+            "export that run."
+        )
     if record.status != "finished":
         raise ExportError(f"Run {record.id} is {record.status}; only finished runs can be exported.")
     run_dir = Path(record.run_dir)

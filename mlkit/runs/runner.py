@@ -4,7 +4,7 @@
 
 # %% auto #0
 __all__ = ['LINEAGE_PACKAGES', 'log', 'notebook_hash', 'file_hash', 'cache_key', 'cached_run', 'git_state', 'package_versions',
-           'RunPruned', 'run_notebook']
+           'RunPruned', 'RunStopped', 'run_notebook']
 
 # %% ../../nbs/runs/06_runner.ipynb #364ee91c
 import datetime as dt
@@ -119,6 +119,10 @@ log = logging.getLogger(__name__)
 class RunPruned(RunFailed):
     "A sweep's pruner stopped the run early; its executed notebook and record (status 'pruned') are kept."
 
+
+class RunStopped(RunFailed):
+    "The notebook was interrupted (KeyboardInterrupt) before its end; its record says 'stopped' at which cell."
+
 # %% ../../nbs/runs/06_runner.ipynb #ecc3f5ef
 def _kernel_manager(env: dict[str, str]) -> type:
     "A kernel manager class whose kernels get `env` on top of this process's environment, which stays as it is."
@@ -137,6 +141,65 @@ def _relative(path: Path, root: Path) -> str:
         return str(path.relative_to(root))
     except ValueError:
         return str(path)
+
+# %% ../../nbs/runs/06_runner.ipynb #b5bbfab0
+_MARKERS = {"injected-parameters", "papermill-error-cell-tag"}  # cells papermill adds to the executed copy
+
+
+def _stopped_cell(output: Path, started: bool = False) -> tuple[int, nbformat.NotebookNode] | None:
+    "(position from 1 in the input notebook, cell) of the cell papermill marked failed (`started`: the last one started)."
+    if not output.exists():
+        return None
+    cells = [
+        c for c in nbformat.read(output, as_version=4).cells if not _MARKERS & set(c.metadata.get("tags", []))
+    ]
+    marks = [(n, c, c.metadata.get("papermill", {})) for n, c in enumerate(cells, 1)]
+    # an interrupt in this process leaves its cell 'completed' (papermill's cleanup): the last one started is it
+    found = [
+        (n, c) for n, c, pm in marks if (pm.get("start_time") if started else pm.get("status") == "failed")
+    ]
+    return (found[-1] if started else found[0]) if found else None
+
+
+def _error(ename: str, evalue: str) -> str:
+    return f"{ename}: {evalue}" if evalue else ename
+
+
+def _cell_error(cell: nbformat.NotebookNode) -> str:
+    "What a failed cell shows: its error output, else its stderr (a line magic's UsageError has only that)."
+    outputs = cell.get("outputs", [])
+    for out in outputs:
+        if out.output_type == "error":
+            return _error(out.ename, out.evalue)
+    stderr = "".join(o.text for o in outputs if o.output_type == "stream" and o.name == "stderr")
+    return stderr.strip()[-1000:]
+
+
+def _stopped_at(found: tuple[int, nbformat.NotebookNode] | None) -> str:
+    "'stopped early at cell N (`its first line`)', as a run record's error begins."
+    if found is None:
+        return "stopped early"
+    first = (found[1].source.strip().splitlines() or [""])[0]
+    return f"stopped early at cell {found[0]} (`{first}`)"
+
+
+def _outcome(output: Path, ename: str | None, evalue: str = "") -> tuple[str, str | None]:
+    "(status, error) of a papermill run, from the error it raised (None: none) and the executed notebook."
+    found = _stopped_cell(output)
+    if ename is None:  # papermill raised nothing: finished, or ended by sys.exit(0) or `raise SystemExit`
+        return (
+            ("finished", None)
+            if found is None
+            else ("stopped", f"{_stopped_at(found)} by {_cell_error(found[1])}")
+        )
+    error = _error(ename, evalue)
+    if (not evalue or ename == "CellExecutionError") and found is not None:
+        error = _cell_error(found[1]) or error  # papermill's generic error: the cell's own message
+    if ename == "TrialPruned":
+        return "pruned", error
+    if ename == "KeyboardInterrupt":
+        return "stopped", f"{_stopped_at(found)} by {error}"
+    return "failed", error
 
 # %% ../../nbs/runs/06_runner.ipynb #cf01ca4e
 def _execute(path: Path, output: Path, values: dict[str, Any], env: dict[str, str]) -> tuple[str, str | None]:
@@ -157,10 +220,11 @@ def _execute(path: Path, output: Path, values: dict[str, Any], env: dict[str, st
             extra_arguments=["--IPKernelApp.log_level=ERROR"],
             kernel_manager_class=_kernel_manager(env),  # the kernel's environment, not this process's
         )
-    except Exception as err:  # the notebook raised, or the kernel died: keep the evidence
-        error = f"{err.ename}: {err.evalue}" if isinstance(err, pm.PapermillExecutionError) else repr(err)
-        return ("pruned" if getattr(err, "ename", "") == "TrialPruned" else "failed"), error
-    return "finished", None
+    except pm.PapermillExecutionError as err:  # the notebook raised: papermill kept the evidence
+        return _outcome(output, err.ename, err.evalue)
+    except Exception as err:  # the kernel died, or papermill could not start: keep what there is
+        return "failed", repr(err)
+    return _outcome(output, None)
 
 
 def _track(store: RunStore, record: RunRecord, settings: Settings, output: Path) -> RunRecord:
@@ -175,6 +239,37 @@ def _track(store: RunStore, record: RunRecord, settings: Settings, output: Path)
         )
         return record
 
+# %% ../../nbs/runs/06_runner.ipynb #584b44ab
+def _interrupted(store: RunStore, run_id: str, output: Path, err: BaseException) -> None:
+    "Record a run this process was interrupted in (Ctrl-C: 'stopped' at the running cell; else 'failed')."
+    stopped = isinstance(err, KeyboardInterrupt)
+    error = (
+        f"{_stopped_at(_stopped_cell(output, started=True))} by {err!r} (Ctrl-C)"
+        if stopped
+        else f"interrupted: {err!r}"
+    )
+    store.update(
+        run_id, status="stopped" if stopped else "failed", error=error, finished_at=dt.datetime.now(dt.UTC)
+    )
+
+
+def _raise_for(record: RunRecord, output: Path) -> RunRecord:
+    "Return a finished record, or one stopped by sys.exit(0) as papermill allows; raise for the others."
+    if record.status == "pruned":
+        raise RunPruned(f"Run {record.id} of {record.notebook} was pruned: {record.error}")
+    if record.status == "stopped" and "by KeyboardInterrupt" in (record.error or ""):
+        raise RunStopped(
+            f"Run {record.id} of {record.notebook} {record.error}; its executed notebook is {output}"
+        )
+    if record.status == "failed":
+        evidence = (
+            f"The executed notebook, marked at the failing cell, is {output}"
+            if output.exists()
+            else "It failed before papermill wrote an executed notebook."
+        )
+        raise RunFailed(f"Run {record.id} of {record.notebook} failed: {record.error}\n{evidence}")
+    return record
+
 # %% ../../nbs/runs/06_runner.ipynb #8725dd18
 def run_notebook(
     notebook: Path | str,  # the experiment notebook
@@ -186,7 +281,7 @@ def run_notebook(
     trial: int | None = None,  # its trial number
     env: dict[str, str] | None = None,  # extra environment for the kernel
 ) -> RunRecord:
-    "Execute `notebook` with `parameters` through papermill (or reuse an identical run); return its record."
+    "Execute `notebook` with `parameters` through papermill (or reuse an identical finished run); return its record."
     settings = settings or get_settings()
     path = Path(notebook).resolve()
     values = resolve_parameters(parse_parameters(path), parameters or {})
@@ -216,18 +311,12 @@ def run_notebook(
             packages=package_versions(),
         )
     )
-    kernel_env = {
-        **(env or {}),
-        RUN_DIR_ENV: str(run_dir),
-        "MLKIT_RUN_ID": run_id,
-        "MLKIT_ROOT": str(settings.root),
-    }
+    kernel_env = {**(env or {}), RUN_DIR_ENV: str(run_dir), "MLKIT_RUN_ID": run_id}
+    kernel_env["MLKIT_ROOT"] = str(settings.root)
     try:
         status, error = _execute(path, output, values, kernel_env)
-    except BaseException as err:  # interrupted: mark it, then let the interrupt go on
-        store.update(
-            run_id, status="failed", error=f"interrupted: {err!r}", finished_at=dt.datetime.now(dt.UTC)
-        )
+    except BaseException as err:  # interrupted (Ctrl-C): mark it, then let the interrupt go on
+        _interrupted(store, run_id, output, err)
         raise
     record = store.update(
         run_id,
@@ -237,14 +326,4 @@ def run_notebook(
         output_hash=file_hash(output) if output.exists() else None,
         **read_run_outputs(run_dir),
     )
-    record = _track(store, record, settings, output)
-    if status == "pruned":
-        raise RunPruned(f"Run {run_id} of {record.notebook} was pruned: {error}")
-    if error:
-        evidence = (
-            f"The executed notebook, marked at the failing cell, is {output}"
-            if output.exists()
-            else "It failed before papermill wrote an executed notebook."
-        )
-        raise RunFailed(f"Run {run_id} of {record.notebook} failed: {error}\n{evidence}")
-    return record
+    return _raise_for(_track(store, record, settings, output), output)

@@ -47,8 +47,8 @@ class Dim:
 # %% ../../nbs/runs/01_space.ipynb #6f652317
 _KINDS = {"int", "float", "categorical"}
 _COMPATIBLE = {
-    "int": {"int", "float", "Optional[int]", "Optional[float]"},
-    "float": {"float", "Optional[float]"},
+    "int": {"int", "float", "Optional[int]", "Optional[float]", "Any"},
+    "float": {"float", "Optional[float]", "Any"},
 }
 
 

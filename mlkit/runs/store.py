@@ -20,7 +20,7 @@ from ..core import get_settings
 from fastcore.basics import patch
 
 # %% ../../nbs/runs/02_store.ipynb #a4828d45
-STATUSES = ("running", "finished", "failed", "pruned")
+STATUSES = ("running", "finished", "failed", "pruned", "stopped")  # stopped: ended early (sys.exit, Ctrl-C)
 
 # %% ../../nbs/runs/02_store.ipynb #0098fb71
 @dataclasses.dataclass
@@ -257,8 +257,8 @@ def leaderboard(
     ranked = sorted(records, key=key)
     rows = []
     for r in ranked:
-        if r.status == "failed":
-            metric = f"error: {r.error or ''}"[:40]
+        if r.status in ("failed", "stopped"):
+            metric = (f"error: {r.error or ''}" if r.status == "failed" else r.error or "stopped early")[:40]
         elif value(r) is not None:
             metric = f"{value(r):.4f}" if sort else f"{r.primary_metric} {value(r):.4f}"
         else:
@@ -277,7 +277,7 @@ def leaderboard(
         header,
         rows,
         title=f"{title}: {notebooks.pop()}" if single else title,
-        styles=["red" if r.status == "failed" else None for r in ranked],
+        styles=[{"failed": "red", "stopped": "yellow"}.get(r.status) for r in ranked],
         columns=columns,
         records=ranked,
     )

@@ -86,6 +86,8 @@ def run_trial(
         return {"state": state, "error": str(err).splitlines()[0], "run_id": runs[0].id if runs else None}
     except MlkitError as err:
         return {"state": "fail", "error": str(err).splitlines()[0], "run_id": None}
+    if rec.status == "stopped":  # ended early by sys.exit(0): no complete result to score
+        return {"state": "fail", "error": rec.error, "run_id": rec.id}
     return {
         "state": "complete",
         "run_id": rec.id,
