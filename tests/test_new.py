@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from unittest import mock
 
 import joblib
 import numpy as np
@@ -144,7 +145,8 @@ def test_run_sweep_export_promote_and_serve_the_users_data(project):
     pipeline = joblib.load(project / "reports" / "runs" / best["id"] / "model.joblib")
     rows = pd.read_csv(project / "data" / "wine.csv").drop(columns=["bottle", "cultivar"]).iloc[::20]
     settings = load_settings(project, environ={})
-    with bentoml_server("production", settings, env=user_env()) as url:
+    # the server's environment is the user's alone (other tests in this process set MLKIT_* for their own state)
+    with mock.patch.dict(os.environ, user_env(), clear=True), bentoml_server("production", settings) as url:
         status, body = post_json(url + "/predict", {"records": rows.to_dict("records")})
         refused, detail = post_json(
             url + "/predict", {"records": [{**rows.iloc[0].to_dict(), "alcohol": -5.0}]}
