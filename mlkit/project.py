@@ -53,6 +53,8 @@ cp ~/my_data.csv data/                                     # your data
 mlkit data add mydata data/my_data.csv --target label     # catalog it; review the drafted contract
 mlkit run nbs/experiments/train_tabular.ipynb -p dataset=mydata -p model=hgb
 mlkit runs                                                 # the leaderboard
+mlkit sweep nbs/experiments/train_tabular.ipynb -p dataset=mydata --trials 20 \\
+  --space nbs/experiments/train_tabular.space.yaml          # an Optuna sweep over its search space
 mlkit export RUN_ID                                        # ONNX, parity-checked, into the model store
 mlkit promote TAG --alias production
 MLKIT_MODEL=production bentoml serve mlkit.serving:ModelService
@@ -78,7 +80,7 @@ def _files(name: str) -> dict[str, str | bytes]:
         "data/.gitkeep": "",
     }
     for nb in (TEMPLATES / "experiments").iterdir():
-        if nb.name.endswith(".ipynb"):
+        if nb.name.endswith((".ipynb", ".yaml")):  # notebooks and their search spaces
             files[f"nbs/experiments/{nb.name}"] = nb.read_bytes()
     return files
 

@@ -19,11 +19,6 @@ from sklearn.datasets import load_wine
 from mlkit.core import load_settings
 from mlkit.demo import bentoml_server, post_json
 
-SPACE = """\
-model: {type: categorical, choices: [logreg, hgb]}
-C: {type: float, low: 0.1, high: 10, log: true}
-"""
-
 
 def user_env() -> dict[str, str]:
     "A user's environment: no MLKIT_* variable (the project is found from the working directory), W&B offline."
@@ -108,7 +103,6 @@ def test_run_sweep_export_promote_and_serve_the_users_data(project):
     contract.write_text(yaml.safe_dump(spec, sort_keys=False))
     reviewed = mlkit(project, "run", nb, "-p", "dataset=wine", "-p", "model=logreg")
     assert ok(reviewed).strip() != run_id and "cached" not in reviewed.stderr
-    (project / "space.yaml").write_text(SPACE)
     ok(
         mlkit(
             project,
@@ -117,7 +111,7 @@ def test_run_sweep_export_promote_and_serve_the_users_data(project):
             "-p",
             "dataset=wine",
             "--space",
-            "space.yaml",
+            "nbs/experiments/train_tabular.space.yaml",
             "--trials",
             "3",
             "--workers",
