@@ -219,7 +219,10 @@ def export(
         result = export_run(run_id, quantize=quantize or [], on_step=progress.step)
     p = result.parity
     typer.echo(
-        f"parity on {p.n_rows} holdout rows: max |dp| {p.max_abs_diff:.2e}, label agreement {p.label_agreement:.2%}",
+        f"parity on {p.n_rows} holdout rows: max |dp| {p.max_abs_diff:.2e}, label agreement {p.label_agreement:.2%}"
+        if p.task == "classification"
+        else f"parity on {p.n_rows} holdout rows: max |Δ| {p.max_abs_diff:.2e}, "
+        f"{p.label_agreement:.2%} of rows within atol {p.atol:g} + rtol {p.rtol:g}·|y|",
         err=True,
     )
     for name, ms in result.latency_ms.items():

@@ -19,6 +19,7 @@ from .. import __version__
 from ..core import ExportError, Settings, get_settings
 from ..data.fingerprints import fingerprint
 from ..models.inference import make_classifier
+from ..metrics import direction, primary_metric
 from ..monitoring.drift import reference_profile
 from .store import save_model
 from ..runs.runner import git_state, package_versions
@@ -62,6 +63,7 @@ def _metadata(record, info, holdout, parity, latency, quantization, kept, extra,
         parity=dataclasses.asdict(parity),
         features=info["features"],
         classes=info["classes"],
+        task=info.get("task") or "classification",  # runs logged before regression: classifiers
         target=info["target"],
         flavor=info["flavor"],
         intended_use=info.get("intended_use"),  # from the data set's contract, through the run
@@ -132,15 +134,20 @@ def export_run(
     onnx_bytes = _run_exporter(info["flavor"], model, X.to_numpy(), info["features"])
     extra = model.mlkit_files() if hasattr(model, "mlkit_files") else {}  # e.g. a text model's tokenizer
     # one onnxruntime thread: the session that is checked is the one whose latency is measured
-    candidate = make_classifier(onnx_bytes, info["features"], info["classes"], extra, threads=1)
-    y, metric = holdout["__target__"].to_numpy(), record.primary_metric or "accuracy"
+    task = info.get("task") or "classification"
+    candidate = make_classifier(onnx_bytes, info["features"], info["classes"], extra, threads=1, task=task)
+    y, metric = holdout["__target__"].to_numpy(), record.primary_metric or primary_metric(task)[0]
     step("parity")
-    parity = check_parity(model, candidate, X, settings.parity_atol, settings.parity_min_agreement, y, metric)
+    s = settings
+    parity = check_parity(
+        model, candidate, X, s.parity_atol, s.parity_min_agreement, y, metric, s.parity_rtol
+    )
     step("latency")
     Xf, names = candidate.prepare(X), list(X.columns)
+    native = model.predict_proba if task == "classification" else model.predict  # what the export replaces
     latency = {
-        "reference": latency_ms(lambda b: model.predict_proba(pd.DataFrame(b, columns=names)), Xf),
-        "onnx": latency_ms(lambda b: candidate.predict_proba(b), Xf),
+        "reference": latency_ms(lambda b: native(pd.DataFrame(b, columns=names)), Xf),
+        "onnx": latency_ms(candidate.outputs, Xf),
     }
     baseline = {"metric": parity.onnx_metric, "size_bytes": len(onnx_bytes), "latency_ms": latency["onnx"]}
     if quantize:
@@ -153,10 +160,11 @@ def export_run(
         info["features"],
         info["classes"],
         metric,
-        record.direction or "maximize",
+        record.direction or direction(metric),
         baseline,
         settings.quantize_budget,
         extra,
+        task,
     )
     latency.update({k: quantization[k]["latency_ms"] for k in kept})
     metadata = _metadata(
