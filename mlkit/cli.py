@@ -155,7 +155,9 @@ def sweep(
     metric: Annotated[
         str | None, typer.Option(help="metric to optimise (default: the primary metric)")
     ] = None,
-    direction: Annotated[str, typer.Option(help="maximize | minimize")] = "maximize",
+    direction: Annotated[
+        str | None, typer.Option(help="maximize | minimize (default: the metric's, e.g. rmse minimizes)")
+    ] = None,
     storage: Annotated[
         str | None, typer.Option(help="Optuna storage: journal file or SQLAlchemy URL")
     ] = None,
@@ -289,6 +291,9 @@ def feedback(
         f"{out['model']}: live {out['metric']} {out['live']:.4f} on {out['labelled']} labelled predictions{change}; "
         f"{out['unmatched']} ids matched no logged prediction"
     )
+    for name, o in out.get("others", {}).items():
+        was = "" if o["training"] is None else f" (training {o['training']:.4f}, change {o['change']:+.4f})"
+        typer.echo(f"  live {name} {o['live']:.4f}{was}")
 
 
 @app.command()

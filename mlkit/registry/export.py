@@ -90,6 +90,16 @@ def model_name(record: RunRecord) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]", "_", name).lower()
 
 # %% ../../nbs/registry/09_export.ipynb #77e18e8e
+def _drift_profile(candidate, ref: pd.DataFrame, features: list[dict], source: str) -> dict:
+    "The reference profile of the inputs, plus the model's outputs on them that drift watches (a regressor's values)."
+    profile = reference_profile(ref, features, source=source)
+    watched = candidate.drift_outputs(*candidate.outputs(candidate.prepare(ref)))
+    if watched:
+        spec = [{"name": k, "dtype": "float"} for k in watched]
+        profile["features"].update(reference_profile(pd.DataFrame(watched), spec, source=source)["features"])
+    return profile
+
+
 def _logged_model(record: RunRecord) -> tuple[dict, Any, pd.DataFrame]:
     "What a finished run logged: its model description, its fitted model and its holdout rows."
     import joblib
@@ -127,15 +137,15 @@ def export_run(
     X = holdout[[f["name"] for f in info["features"]]]
     ref_file = Path(record.run_dir) / "reference.parquet"  # a training sample, when the notebook logged one
     ref, source = (pd.read_parquet(ref_file), "training") if ref_file.is_file() else (X, "holdout")
-    profile = reference_profile(
-        ref, info["features"], source=source
-    )  # what the service measures drift against
     step("convert")
     onnx_bytes = _run_exporter(info["flavor"], model, X.to_numpy(), info["features"])
     extra = model.mlkit_files() if hasattr(model, "mlkit_files") else {}  # e.g. a text model's tokenizer
     # one onnxruntime thread: the session that is checked is the one whose latency is measured
     task = info.get("task") or "classification"
     candidate = make_classifier(onnx_bytes, info["features"], info["classes"], extra, threads=1, task=task)
+    profile = _drift_profile(
+        candidate, ref, info["features"], source
+    )  # what the service measures drift against
     y, metric = holdout["__target__"].to_numpy(), record.primary_metric or primary_metric(task)[0]
     step("parity")
     s = settings
