@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['FAMILIES', 'MISSING_CATEGORY', 'register_family', 'families', 'categorical_families', 'build_model', 'logreg', 'gbm',
            'hgb', 'lgbm', 'xgb', 'mlp', 'missing_as_nan', 'categorical_encoder', 'with_categoricals', 'ridge',
-           'gbm_regressor', 'hgb_regressor', 'lgbm_regressor', 'xgb_regressor']
+           'gbm_regressor', 'hgb_regressor', 'lgbm_regressor', 'xgb_regressor', 'mlp_regressor']
 
 # %% ../../nbs/models/00_families.ipynb #5c6eec12
 import inspect
@@ -287,4 +287,28 @@ def xgb_regressor(
         max_depth=max_depth,
         random_state=random_state,
         n_jobs=1,
+    )
+
+
+@register_family("mlp", categorical=False, task="regression")
+def mlp_regressor(
+    hidden: int = 32,
+    layers: int = 1,
+    epochs: int = 20,
+    lr: float = 3e-3,
+    batch_size: int = 64,
+    weight_decay: float = 1e-4,
+    random_state: int = 0,
+):
+    "A PyTorch MLP regressor (mlkit.models.nn.TorchMLPRegressor); scaling and imputation live inside the network."
+    from mlkit.models.nn import TorchMLPRegressor
+
+    return TorchMLPRegressor(
+        hidden=hidden,
+        layers=layers,
+        epochs=epochs,
+        lr=lr,
+        batch_size=batch_size,
+        weight_decay=weight_decay,
+        random_state=random_state,
     )
