@@ -272,10 +272,9 @@ def check_parity(
         reference, candidate, X, atol, rtol, min_agreement
     )
     if y is not None:
-        classes = candidate.classes if candidate.task == "classification" else None
-        report.metric = metric
-        report.reference_metric = task_metric(metric, y, ref_pred, ref_p, classes)
-        report.onnx_metric = task_metric(metric, y, pred, p, classes)
+        report.metric = metric  # a regressor's metric ignores the (absent) probabilities and classes
+        report.reference_metric = task_metric(metric, y, ref_pred, ref_p, candidate.classes)
+        report.onnx_metric = task_metric(metric, y, pred, p, candidate.classes)
     if not report.ok:
         both = (
             f"; {metric} {report.onnx_metric:.4f} for ONNX vs {report.reference_metric:.4f} for the reference"

@@ -114,7 +114,7 @@ def quantize_variants(
         except Exception as err:
             report[kind] = {"kept": False, "reason": f"conversion failed: {err}"[:300]}
             continue
-        value = task_metric(metric, y, labels, *((proba, classes) if task == "classification" else ()))
+        value = task_metric(metric, y, labels, proba, classes)  # a regression metric ignores the last two
         drop = (baseline["metric"] - value) if direction != "minimize" else (value - baseline["metric"])
         lat = latency_ms(lambda b, v=variant: v.outputs(b), X)
         # at least 10% better, so timer noise never keeps a variant that changed nothing
