@@ -177,7 +177,9 @@ def sweep(
     metric: Annotated[
         str | None, typer.Option(help="metric to optimise (default: the primary metric)")
     ] = None,
-    direction: Annotated[str, typer.Option(help="maximize | minimize")] = "maximize",
+    direction: Annotated[
+        str | None, typer.Option(help="maximize | minimize (default: the metric's, e.g. rmse minimizes)")
+    ] = None,
     storage: Annotated[
         str | None, typer.Option(help="Optuna storage: journal file or SQLAlchemy URL")
     ] = None,
@@ -251,7 +253,10 @@ def export(
         result = export_run(run_id, quantize=quantize or [], on_step=progress.step)
     p = result.parity
     typer.echo(
-        f"parity on {p.n_rows} holdout rows: max |dp| {p.max_abs_diff:.2e}, label agreement {p.label_agreement:.2%}",
+        f"parity on {p.n_rows} holdout rows: max |dp| {p.max_abs_diff:.2e}, label agreement {p.label_agreement:.2%}"
+        if p.task == "classification"
+        else f"parity on {p.n_rows} holdout rows: max |Δ| {p.max_abs_diff:.2e}, "
+        f"{p.label_agreement:.2%} of rows within atol {p.atol:g} + rtol {p.rtol:g}·|y|",
         err=True,
     )
     for name, ms in result.latency_ms.items():
@@ -318,6 +323,9 @@ def feedback(
         f"{out['model']}: live {out['metric']} {out['live']:.4f} on {out['labelled']} labelled predictions{change}; "
         f"{out['unmatched']} ids matched no logged prediction"
     )
+    for name, o in out.get("others", {}).items():
+        was = "" if o["training"] is None else f" (training {o['training']:.4f}, change {o['change']:+.4f})"
+        typer.echo(f"  live {name} {o['live']:.4f}{was}")
 
 
 @app.command()

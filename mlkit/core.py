@@ -85,6 +85,9 @@ class Settings:
     wandb_dir: Path  # W&B writes its run folders under <wandb_dir>/wandb
     parity_atol: float  # largest allowed |ONNX - reference| probability difference
     parity_min_agreement: float  # smallest allowed share of identical labels
+    parity_rtol: (
+        float  # regressors: the allowed |ONNX - reference| also grows by parity_rtol·|reference value|
+    )
     quantize_budget: float  # largest task-metric drop a quantized variant may have (0.01 = one point)
     promote_margin: float  # how much a candidate's primary metric must beat the alias holder's
     latency_budget_ms: float  # largest batch-1 ONNX latency a promoted model may have
@@ -178,6 +181,7 @@ _KEYS: dict[str, tuple[str, Any, str]] = {
     "wandb_dir": ("tracking", _path, ".mlkit"),
     "parity_atol": ("export", _non_negative, "1e-4"),
     "parity_min_agreement": ("export", _share, "0.99"),
+    "parity_rtol": ("export", _non_negative, "1e-4"),
     "quantize_budget": ("export", _non_negative, "0.01"),
     "promote_margin": ("registry", _non_negative, "0"),
     "latency_budget_ms": ("registry", _positive, "50"),

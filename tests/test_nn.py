@@ -7,10 +7,12 @@ import pytest
 from conftest import ROOT
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
-from mlkit.models.nn import TorchMLPClassifier
+from mlkit.models.nn import TorchMLPClassifier, TorchMLPRegressor
 
 
-@parametrize_with_checks([TorchMLPClassifier(epochs=20, hidden=16, lr=0.05)])
+@parametrize_with_checks(
+    [TorchMLPClassifier(epochs=20, hidden=16, lr=0.05), TorchMLPRegressor(epochs=20, hidden=16, lr=0.05)]
+)
 def test_sklearn_estimator_contract(estimator, check):
     check(estimator)
 
@@ -47,3 +49,12 @@ def test_bad_hyperparameters_fail_in_fit_with_the_name():
         ValueError, match="The 'epochs' parameter of TorchMLPClassifier must be a positive int"
     ):
         TorchMLPClassifier(epochs=0).fit(np.zeros((4, 2)), [0, 1, 0, 1])
+
+
+def test_regressor_bad_hyperparameters_fail_in_fit_with_the_name():
+    import numpy as np
+
+    with pytest.raises(
+        ValueError, match="The 'hidden' parameter of TorchMLPRegressor must be a positive int"
+    ):
+        TorchMLPRegressor(hidden=0).fit(np.zeros((4, 2)), [0.0, 1.0, 0.5, 2.0])

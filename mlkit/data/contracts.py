@@ -127,6 +127,25 @@ def _column(feature: Feature, max_missing: float) -> pa.Column:
     return pa.Column(dtype, nullable=nullable, unique=feature.unique, coerce=dtype is not None, checks=checks)
 
 
+def _target_column(name: str, target: str, task: str, classes: Sequence[Any]) -> pa.Column:
+    "The target's column: one of the classes (classification), or a finite number (regression)."
+    if task == "regression":
+        if len(classes):
+            raise ContractError(f"The regression target '{target}' of '{name}' takes no classes; drop them.")
+        finite = pa.Check(lambda s: s.abs() < float("inf"), name="finite", error="a finite number")
+        return pa.Column(float, coerce=True, nullable=False, checks=finite)
+    if task != "classification":
+        raise ContractError(
+            f"The task of '{name}' must be classification or regression. Got {task!r} instead."
+        )
+    if not len(classes):
+        raise ContractError(
+            f"The contract of '{name}' needs the allowed classes of its target '{target}' "
+            "(or task='regression' for a numeric target)."
+        )
+    return pa.Column(checks=pa.Check.isin(list(classes)), nullable=False)
+
+
 def tabular_schema(
     features: dict[str, str | Feature | dict],  # column -> type name (see Feature), or a Feature
     target: str | None = None,  # the label column; None for a table without one
@@ -135,18 +154,15 @@ def tabular_schema(
     min_rows: int = 1,  # fewest rows a usable data set has
     max_missing: float = 0.0,  # largest share of missing values allowed in any feature (a Feature may override)
     intended_use: str | None = None,  # what models trained on it are for: their model cards say it
+    task: str = "classification",  # classification (the target's `classes`) | regression (a numeric target)
 ) -> pa.DataFrameSchema:
-    "The contract of a tabular data set: its features with their rules and, for classification, the target."
+    "The contract of a tabular data set: its features with their rules and its target (classes or numbers)."
     declared = {col: _as_feature(col, decl, name) for col, decl in features.items()}
     columns = {col: _column(feature, max_missing) for col, feature in declared.items()}
     if target is not None:
         if target in columns:
             raise ContractError(f"The target '{target}' of '{name}' is also declared as a feature.")
-        if not len(classes):
-            raise ContractError(
-                f"The contract of '{name}' needs the allowed classes of its target '{target}'."
-            )
-        columns[target] = pa.Column(checks=pa.Check.isin(list(classes)), nullable=False)
+        columns[target] = _target_column(name, target, task, classes)
     return pa.DataFrameSchema(
         columns,
         name=name,
@@ -167,6 +183,7 @@ def tabular_schema(
             "min_rows": min_rows,
             "max_missing": max_missing,
             "intended_use": intended_use,
+            "task": task,
         },
     )
 

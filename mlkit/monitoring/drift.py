@@ -63,7 +63,10 @@ def reference_profile(
         name, kind = f["name"], feature_kind(f)
         entry: dict[str, Any] = {"kind": kind, "missing": float(X[name].isna().mean())}
         if kind == "numeric":
-            entry["sample"] = np.sort(sample[name].dropna().to_numpy(dtype=np.float64)).tolist()
+            # at float32, as the served model takes its inputs: a discrete feature (sex in diabetes: +-0.0507) would
+            # otherwise differ from every live value by rounding alone, and the KS test flag it at once
+            values = sample[name].dropna().to_numpy(dtype=np.float32).astype(np.float64)
+            entry["sample"] = np.sort(values).tolist()
         elif kind == "categorical":
             shares = X[name].dropna().astype(str).value_counts(normalize=True)
             entry["shares"] = {str(k): float(v) for k, v in shares.items()}

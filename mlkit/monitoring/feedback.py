@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from ..core import ContractError
-from ..metrics import task_metric
+from ..metrics import task_metric, task_metrics
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +28,7 @@ def feedback_metrics(
     logged: pd.DataFrame,  # `read_log(...)`
     labels: pd.DataFrame,  # late labels: columns id and label
     classes: Sequence,  # the model's classes, in probability order
-    metric: str = "accuracy",  # roc_auc | accuracy | f1 | log_loss
+    metric: str = "accuracy",  # roc_auc | accuracy | f1 | log_loss; for a regressor rmse | mae | r2
     training: float | None = None,  # the metric at training time, for comparison
 ) -> dict[str, Any]:
     "The live metric on the predictions that have a late label."
@@ -44,7 +44,7 @@ def feedback_metrics(
         )
     probs = np.array(joined["__probabilities__"].tolist(), dtype=np.float64)
     y = joined["label"].to_numpy()
-    try:
+    try:  # a regressor's logged probabilities are its predictions again; its metrics ignore them and the classes
         live = task_metric(metric, y, joined["__prediction__"].to_numpy(), probs, list(classes))
     except ValueError as err:
         raise ContractError(f"Cannot compute {metric} on the feedback: {err}") from err
@@ -85,7 +85,16 @@ def feedback(
     if "label" in labels.columns and len(labels) and meta.classes:
         kind = type(meta.classes[0])
         labels = labels.assign(label=labels["label"].map(kind))
-    out = feedback_metrics(
-        read_log(log_folder(tag, settings)), labels, meta.classes, metric, meta.metrics.get(metric)
-    )
-    return {"model": tag, **out}
+    logged = read_log(log_folder(tag, settings))
+    out = feedback_metrics(logged, labels, meta.classes, metric, meta.metrics.get(metric))
+    others = {}  # every other metric of the model's task (a regressor: mae and r2 next to rmse)
+    for name in [m for m in task_metrics(meta.task) if m != metric]:
+        try:
+            others[name] = feedback_metrics(logged, labels, meta.classes, name, meta.metrics.get(name))
+        except ContractError:  # e.g. ROC AUC with one class among the labels: the primary metric still stands
+            continue
+    return {
+        "model": tag,
+        **out,
+        "others": {k: {x: v[x] for x in ("live", "training", "change")} for k, v in others.items()},
+    }

@@ -19,6 +19,7 @@ from .. import __version__
 from ..core import ExportError, Settings, get_settings
 from ..data.fingerprints import fingerprint
 from ..models.inference import make_classifier
+from ..metrics import direction, primary_metric
 from ..monitoring.drift import reference_profile
 from .store import save_model
 from ..runs.runner import git_state, package_versions
@@ -62,6 +63,7 @@ def _metadata(record, info, holdout, parity, latency, quantization, kept, extra,
         parity=dataclasses.asdict(parity),
         features=info["features"],
         classes=info["classes"],
+        task=info.get("task") or "classification",  # runs logged before regression: classifiers
         target=info["target"],
         flavor=info["flavor"],
         intended_use=info.get("intended_use"),  # from the data set's contract, through the run
@@ -88,6 +90,16 @@ def model_name(record: RunRecord) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]", "_", name).lower()
 
 # %% ../../nbs/registry/09_export.ipynb #77e18e8e
+def _drift_profile(candidate, ref: pd.DataFrame, features: list[dict], source: str) -> dict:
+    "The reference profile of the inputs, plus the model's outputs on them that drift watches (a regressor's values)."
+    profile = reference_profile(ref, features, source=source)
+    watched = candidate.drift_outputs(*candidate.outputs(candidate.prepare(ref)))
+    if watched:
+        spec = [{"name": k, "dtype": "float"} for k in watched]
+        profile["features"].update(reference_profile(pd.DataFrame(watched), spec, source=source)["features"])
+    return profile
+
+
 def _logged_model(record: RunRecord) -> tuple[dict, Any, pd.DataFrame]:
     "What a finished run logged: its model description, its fitted model and its holdout rows."
     import joblib
@@ -131,22 +143,27 @@ def export_run(
     X = holdout[[f["name"] for f in info["features"]]]
     ref_file = Path(record.run_dir) / "reference.parquet"  # a training sample, when the notebook logged one
     ref, source = (pd.read_parquet(ref_file), "training") if ref_file.is_file() else (X, "holdout")
-    profile = reference_profile(
-        ref, info["features"], source=source
-    )  # what the service measures drift against
     step("convert")
     onnx_bytes = _run_exporter(info["flavor"], model, X.to_numpy(), info["features"])
     extra = model.mlkit_files() if hasattr(model, "mlkit_files") else {}  # e.g. a text model's tokenizer
     # one onnxruntime thread: the session that is checked is the one whose latency is measured
-    candidate = make_classifier(onnx_bytes, info["features"], info["classes"], extra, threads=1)
-    y, metric = holdout["__target__"].to_numpy(), record.primary_metric or "accuracy"
+    task = info.get("task") or "classification"
+    candidate = make_classifier(onnx_bytes, info["features"], info["classes"], extra, threads=1, task=task)
+    profile = _drift_profile(
+        candidate, ref, info["features"], source
+    )  # what the service measures drift against
+    y, metric = holdout["__target__"].to_numpy(), record.primary_metric or primary_metric(task)[0]
     step("parity")
-    parity = check_parity(model, candidate, X, settings.parity_atol, settings.parity_min_agreement, y, metric)
+    s = settings
+    parity = check_parity(
+        model, candidate, X, s.parity_atol, s.parity_min_agreement, y, metric, s.parity_rtol
+    )
     step("latency")
     Xf, names = candidate.prepare(X), list(X.columns)
+    native = model.predict_proba if task == "classification" else model.predict  # what the export replaces
     latency = {
-        "reference": latency_ms(lambda b: model.predict_proba(pd.DataFrame(b, columns=names)), Xf),
-        "onnx": latency_ms(lambda b: candidate.predict_proba(b), Xf),
+        "reference": latency_ms(lambda b: native(pd.DataFrame(b, columns=names)), Xf),
+        "onnx": latency_ms(candidate.outputs, Xf),
     }
     baseline = {"metric": parity.onnx_metric, "size_bytes": len(onnx_bytes), "latency_ms": latency["onnx"]}
     if quantize:
@@ -159,10 +176,11 @@ def export_run(
         info["features"],
         info["classes"],
         metric,
-        record.direction or "maximize",
+        record.direction or direction(metric),
         baseline,
         settings.quantize_budget,
         extra,
+        task,
     )
     latency.update({k: quantization[k]["latency_ms"] for k in kept})
     metadata = _metadata(

@@ -32,6 +32,7 @@ class ModelMetadata:
     )
     features: list = dataclasses.field(default_factory=list)  # [{name, dtype, min, max, allowed, nullable}]
     classes: list = dataclasses.field(default_factory=list)  # class labels, in the order of the probabilities
+    task: str = "classification"  # classification | regression: how it is served, checked and monitored
     target: str | None = None  # the target column's name
     flavor: str | None = None  # the exporter that converted it: sklearn | torch | text
     intended_use: str | None = None  # from the data set's contract

@@ -13,7 +13,7 @@ import sqlalchemy as sa
 
 from ..core import DEFAULTS, NotFound, Settings, get_settings
 from ..db import engine, runs_table
-from ..metrics import is_number
+from ..metrics import direction, is_number
 from mlkit.registry.aliases import (
     AliasChange,
     PromotionError,
@@ -100,6 +100,15 @@ def _metric_check(
     )
 
 # %% ../../nbs/registry/04_promotion.ipynb #eda87be2
+def _regressor_parity_check(p: dict) -> Check:
+    "A regressor's parity: every holdout row within atol + rtol·|value| (recorded as the share of rows within)."
+    tolerance = f"atol {p['atol']:g} + rtol {p.get('rtol', 0):g}·|y|"
+    within = f"{p['label_agreement']:.2%} of {p['n_rows']} holdout rows within {tolerance} (max |Δ| {p['max_abs_diff']:.2g})"
+    if p["n_rows"] <= 0 or p["label_agreement"] < p["min_agreement"]:
+        return Check("parity", False, f"parity failed: {within}, {p['min_agreement']:.2%} required")
+    return Check("parity", True, within)
+
+
 def parity_check(candidate: ModelMetadata) -> Check:
     "The gate's parity check alone: the export's parity figures within their own tolerance."
     p = candidate.parity
@@ -108,6 +117,8 @@ def parity_check(candidate: ModelMetadata) -> Check:
         return Check(
             "parity", False, "no parity figures in the model's metadata: re-export it (`mlkit export RUN_ID`)"
         )
+    if p.get("task") == "regression":
+        return _regressor_parity_check(p)
     problems = []
     if p["n_rows"] <= 0:
         problems.append("compared on 0 rows")
@@ -188,7 +199,7 @@ def _typed(meta: ModelMetadata | dict) -> ModelMetadata:
 
 # %% ../../nbs/registry/04_promotion.ipynb #3bef87d2
 def _direction(meta: ModelMetadata, db: sa.Engine) -> str:
-    "The primary metric's direction: from the metadata, else the run record, else maximize."
+    "The primary metric's direction: from the metadata, else the run record, else the metric's registered one."
     if meta.direction in ("maximize", "minimize"):
         return meta.direction
     try:
@@ -197,7 +208,7 @@ def _direction(meta: ModelMetadata, db: sa.Engine) -> str:
             found = con.execute(q).scalar()
     except sa.exc.DatabaseError:  # no run records in this database
         found = None
-    return found if found in ("maximize", "minimize") else "maximize"
+    return found if found in ("maximize", "minimize") else direction(meta.primary_metric)
 
 # %% ../../nbs/registry/04_promotion.ipynb #f4b4d70c
 def promote(

@@ -88,7 +88,7 @@ def quantize_variants(
     onnx_bytes: bytes,  # the float32 export
     kinds: list[str],  # variants to try: int8, fp16
     X: np.ndarray,  # holdout rows
-    y,  # holdout labels
+    y,  # holdout labels (or values)
     features: list[dict],  # the feature spec
     classes: list,  # class labels
     metric: str,  # the task metric
@@ -96,6 +96,7 @@ def quantize_variants(
     baseline: dict,  # {'metric': value, 'latency_ms': {...}, 'size_bytes': n} of the float32 export
     budget: float = 0.01,  # largest allowed metric drop
     files: dict | None = None,  # companion files (a text model's tokenizer)
+    task: str = "classification",  # the model's task: classification | regression
 ) -> tuple[dict[str, bytes], dict[str, dict]]:
     "Try each quantized variant; returns (kept variants' bytes, a report per variant with kept/reason/figures)."
     unknown = [k for k in kinds if k not in QUANTIZERS]
@@ -105,17 +106,17 @@ def quantize_variants(
     for kind in kinds:
         try:
             data = QUANTIZERS[kind](onnx_bytes)
-            variant = make_classifier(data, features, classes, files, threads=1)
-            labels, proba = variant.predict_proba(X)
+            variant = make_classifier(data, features, classes, files, threads=1, task=task)
+            labels, proba = variant.outputs(X)
         except _NotApplicable as err:
             report[kind] = {"kept": False, "reason": f"not applicable: {err}"}
             continue
         except Exception as err:
             report[kind] = {"kept": False, "reason": f"conversion failed: {err}"[:300]}
             continue
-        value = task_metric(metric, y, labels, proba, classes)
+        value = task_metric(metric, y, labels, proba, classes)  # a regression metric ignores the last two
         drop = (baseline["metric"] - value) if direction != "minimize" else (value - baseline["metric"])
-        lat = latency_ms(lambda b, v=variant: v.predict_proba(b), X)
+        lat = latency_ms(lambda b, v=variant: v.outputs(b), X)
         # at least 10% better, so timer noise never keeps a variant that changed nothing
         faster = lat["1"] < 0.9 * baseline["latency_ms"]["1"]
         smaller = len(data) < 0.9 * baseline["size_bytes"]

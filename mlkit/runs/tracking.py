@@ -109,7 +109,7 @@ def log_findings(
 def log_model(
     model,  # a fitted scikit-learn estimator
     X_holdout,  # held-out feature rows (DataFrame), used for the export's parity check
-    y_holdout,  # their labels
+    y_holdout,  # their labels (or a regressor's true values)
     schema,  # the data set's contract (pandera schema)
     X_train=None,  # the training rows: a sample of 5,000 becomes the served model's drift reference
 ) -> Path:
@@ -138,6 +138,7 @@ def log_model(
         json.dumps(
             {
                 "flavor": flavor,
+                "task": schema.metadata.get("task") or "classification",  # what export, serving and cards do
                 "features": features,
                 "classes": classes,
                 "target": schema.metadata["target"],

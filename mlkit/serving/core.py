@@ -78,7 +78,9 @@ class ServingCore:
         self._rules = (
             metadata.rules or {}
         )  # feature -> {'range'|'allowed'|'null': rule}, as validation words it
-        self.classifier = make_classifier(model, self.features, metadata.classes, files or {})
+        self.classifier = make_classifier(
+            model, self.features, metadata.classes, files or {}, task=metadata.task
+        )
         self.Record = record_model(self.features)
         # a model of float features, one matrix input: msgspec decodes its bodies (text models have a str feature)
         plain = _plain_decoder(self.features, settings.max_records)
@@ -116,28 +118,11 @@ class ServingCore:
     async def predict_together(self, parts: Sequence[np.ndarray]) -> list[np.ndarray]:
         "One model call for the rows of several requests (the adaptive batcher's callback; runs on the event loop)."
         X = parts[0] if len(parts) == 1 else np.concatenate(parts)
-        labels, probabilities = self.classifier.predict_proba(X)
+        predictions, scores = self.classifier.outputs(X)
         self.metrics.batch_rows.observe(len(X))
-        # the label's class position as a last column: one float array, which the batcher splits per caller
-        position = self._positions.get_indexer(labels)
-        # the export and its metadata disagree: never answer with another class's label
-        if (position < 0).any():
-            unknown = sorted({str(v) for v in np.asarray(labels)[position < 0]})
-            raise MlkitError(
-                f"The model predicted labels {unknown} that its metadata's classes {self.classifier.classes} lack; re-export it."
-            )
-        packed = np.column_stack([probabilities.astype(np.float64), position.astype(np.float64)])
+        # one float array per batch (probabilities and the label's position, or the values): the batcher splits it
+        packed = self.classifier.pack(predictions, scores)
         return np.split(packed, np.cumsum([len(p) for p in parts[:-1]]))
-
-    @functools.cached_property
-    def _positions(self):
-        import pandas as pd
-
-        return pd.Index(self.classifier.classes)
-
-    @functools.cached_property
-    def _classes(self) -> np.ndarray:
-        return np.asarray(self.classifier.classes)
 
 # %% ../../nbs/serving/00_core.ipynb #c1d00f9f
 @patch
@@ -205,7 +190,7 @@ def predict(self: ServingCore, records: list) -> dict[str, Any]:
 @patch
 def predict_matrix(self: ServingCore, X: np.ndarray) -> dict[str, Any]:
     "`predict` for rows already in the model's input form (`matrix`)."
-    return self._answer(X, *self.classifier.predict_proba(X))
+    return self._answer(X, *self.classifier.outputs(X))
 
 
 @patch
@@ -216,6 +201,8 @@ def _answer(self: ServingCore, X, labels: np.ndarray, probabilities: np.ndarray)
     ids = [f"{rid}-{i}" for i in range(len(X))]
     if self.monitor is not None:  # arrays handed over, not copied: O(1) here, the work is done later
         self.monitor.observe_matrix(X, self.names)
+        if watched := self.classifier.drift_outputs(labels, probabilities):  # a regressor's predicted values
+            self.monitor.observe({k: v.tolist() for k, v in watched.items()})
     if self.log is not None:
         self.log.log(ids, X, labels, probabilities, self.tag)
     self.metrics.predictions.labels(self.tag).inc(len(X))
@@ -231,8 +218,7 @@ def predict_rows(self: ServingCore, records: list) -> list[dict[str, Any]]:
 @patch
 def rows_from(self: ServingCore, X, packed: np.ndarray) -> list[dict[str, Any]]:
     "The batch endpoint's answer for one request's rows `X` from its share of `predict_together`."
-    labels = self._classes[packed[:, -1].astype(np.intp)]
-    return _rows(self._answer(X, labels, packed[:, :-1]))
+    return _rows(self._answer(X, *self.classifier.unpack(packed)))
 
 # %% ../../nbs/serving/00_core.ipynb #7267e4ec
 @patch
@@ -247,6 +233,7 @@ def describe(self: ServingCore) -> dict[str, Any]:
             for k in ("run_id", "notebook", "notebook_hash", "parameters", "data", "git", "mlkit_version")
         },
         "contract": self.features,
+        "task": m.task,
         "classes": m.classes,
         "metrics": m.metrics,
         "primary_metric": m.primary_metric,
@@ -309,6 +296,9 @@ def close(self: ServingCore) -> None:
 
 # %% ../../nbs/serving/00_core.ipynb #99222e09
 def _rows(out: dict[str, Any]) -> list[dict[str, Any]]:
+    "One answer per record: {id, label, probabilities} from a classifier, {id, prediction} from a regressor."
+    if "predictions" in out:
+        return [{"id": i, "prediction": v} for i, v in zip(out["ids"], out["predictions"], strict=True)]
     return [
         {"id": i, "label": label, "probabilities": p}
         for i, label, p in zip(out["ids"], out["labels"], out["probabilities"], strict=True)
