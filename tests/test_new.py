@@ -152,3 +152,52 @@ def test_run_sweep_export_promote_and_serve_the_users_data(project):
     assert gap <= settings.parity_atol, gap
     # the drafted contract is enforced at the endpoint: a negative alcohol is refused, naming the column
     assert refused == 422 and detail["detail"][0]["loc"] == ["records", 0, "alcohol"]
+
+
+def test_a_regression_of_ones_own_runs_sweeps_exports_and_serves(project):
+    "palmerpenguins' body mass, a target mlkit never regressed on: cataloged, swept (RMSE minimised), served."
+    from palmerpenguins import load_penguins
+
+    penguins = load_penguins().dropna(subset=["body_mass_g"])
+    penguins.to_csv(project / "data" / "penguins.csv", index=False)
+    out = ok(mlkit(project, "data", "add", "mass", "data/penguins.csv", "--target", "body_mass_g"))
+    assert "mass: regression of 'body_mass_g' (numeric target) from data/penguins.csv" in out
+    nb, space = "nbs/experiments/train_regression.ipynb", "nbs/experiments/train_regression.space.yaml"
+    refused = mlkit(project, "run", "nbs/experiments/train_tabular.ipynb", "-p", "dataset=mass")
+    assert refused.returncode == 1 and "'mass' is a regression data set" in refused.stderr
+    ok(mlkit(project, "run", nb, "-p", "dataset=mass", "-p", "model=ridge"))
+    swept = mlkit(
+        project, "sweep", nb, "-p", "dataset=mass", "--space", space, "--trials", "3", "--seed", "1"
+    )
+    study = ok(swept).strip()
+    runs = [
+        r for r in json.loads(ok(mlkit(project, "runs", "--json"))) if r["parameters"]["dataset"] == "mass"
+    ]
+    assert len(runs) == 4 and {(r["primary_metric"], r["direction"]) for r in runs} == {("rmse", "minimize")}
+    finished = [r for r in runs if r["status"] == "finished"]
+    best = min(finished, key=lambda r: r["metrics"]["rmse"])
+    assert best["metrics"]["rmse"] < best["metrics"]["baseline_rmse"]  # better than predicting the mean
+    trials = [r for r in finished if r["study"] == study]
+    assert trials and "best" in swept.stderr + swept.stdout
+
+    tag = ok(mlkit(project, "export", best["id"])).strip()
+    assert tag.startswith("mass-train_regression:")
+    ok(mlkit(project, "promote", tag, "--alias", "mass-production"))
+    assert "from data/penguins.csv" in ok(mlkit(project, "lineage", "mass-production"))
+
+    pipeline = joblib.load(project / "reports" / "runs" / best["id"] / "model.joblib")
+    rows = penguins.dropna().drop(columns=["body_mass_g"]).iloc[::25]
+    records = json.loads(rows.to_json(orient="records"))  # plain JSON values, as a client sends them
+    settings = load_settings(project, environ={})
+    with (
+        mock.patch.dict(os.environ, user_env(), clear=True),
+        bentoml_server("mass-production", settings) as url,
+    ):
+        status, body = post_json(url + "/predict", {"records": records})
+        refused, detail = post_json(url + "/predict", {"records": [{**records[0], "species": "Emperor"}]})
+    assert status == 200, body
+    assert body["model"] == tag and "labels" not in body
+    fitted = pipeline.predict(rows)
+    allowed = settings.parity_atol + settings.parity_rtol * np.abs(fitted)
+    assert (np.abs(np.array(body["predictions"]) - fitted) <= allowed).all()
+    assert refused == 422 and detail["detail"][0]["loc"] == ["records", 0, "species"]
