@@ -129,3 +129,32 @@ def test_feedback_reports_rmse_and_mae_against_training(reg_runs, settings, tmp_
     assert abs(out["live"] - reg_runs[best].metrics["rmse"]) < 1e-3  # the same rows: the same RMSE
     assert set(out["others"]) == {"mae", "r2"}
     assert abs(out["others"]["mae"]["live"] - reg_runs[best].metrics["mae"]) < 1e-3
+
+
+def test_the_cli_runs_and_exports_a_regression_run(tmp_path):
+    "`mlkit run ... -p dataset=diabetes` finishes and `mlkit export` reports parity in atol + rtol (own state folder)."
+    import os
+    import subprocess
+    import sys
+
+    from conftest import isolated_env
+
+    env = {**os.environ, **isolated_env(tmp_path, MLKIT_WANDB_MODE="disabled", COLUMNS="200")}
+    env["BENTOML_HOME"] = env["MLKIT_MODEL_STORE"]
+
+    def mlkit(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", "mlkit.cli", *args],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            env=env,
+            timeout=300,
+        )
+
+    run = mlkit("run", "nbs/experiments/train_regression.ipynb", "-p", "dataset=diabetes", "-p", "model=gbm")
+    assert run.returncode == 0, run.stderr[-2000:]
+    exported = mlkit("export", run.stdout.strip().splitlines()[-1], "--no-card")
+    assert exported.returncode == 0, exported.stderr[-2000:]
+    assert "100.00% of rows within atol 0.0001 + rtol 0.0001·|y|" in exported.stderr, exported.stderr
+    assert exported.stdout.strip().startswith("diabetes-train_regression:")
