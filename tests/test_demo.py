@@ -48,7 +48,7 @@ def test_demo_runs_end_to_end(demo_run):
     assert out.count("roc_auc=") >= 3
     assert "label agreement 100.0%" in out
     card = Path(out.split("model card: ", 1)[1].split(" (and .html)")[0].replace("\n", ""))
-    assert card.is_file() and card.read_text().startswith("# Model card: breast_cancer-train_tabular:")
+    assert card.is_file() and card.read_text().startswith("# Model card: churn-train_tabular:")
     for i in (1, 2, 3):
         assert f"request {i}: true label" in out
     assert (
@@ -57,10 +57,10 @@ def test_demo_runs_end_to_end(demo_run):
         and "in_range(18, 100)" in out  # the contract's rule, as validation words it
     )
     assert "Demo runs: train_tabular" in out
-    assert "'production' (new) -> breast_cancer-train_tabular:" in out and "behind alias 'production'" in out
+    assert "'production' (new) -> churn-train_tabular:" in out and "behind alias 'production'" in out
     runs = sorted(os.listdir(tmp_path / "runs"))
     assert len(runs) == 3 and all((tmp_path / "runs" / r / "train_tabular.ipynb").is_file() for r in runs)
-    assert (tmp_path / "bentoml" / "models" / "breast_cancer-train_tabular").is_dir()
+    assert (tmp_path / "bentoml" / "models" / "churn-train_tabular").is_dir()
 
 
 def test_lineage_is_complete_for_the_model_the_demo_made(demo_run):
@@ -97,4 +97,4 @@ def test_demo_fails_loudly_when_a_step_fails(tmp_path):
     done = demo(demo_env(tmp_path, MLKIT_PARITY_ATOL="0"))
     assert done.returncode == 1
     assert "error: ONNX differs from the reference" in done.stderr and "The export is refused." in done.stderr
-    assert not (tmp_path / "bentoml" / "models" / "breast_cancer-train_tabular").exists()
+    assert not (tmp_path / "bentoml" / "models" / "churn-train_tabular").exists()
