@@ -900,6 +900,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                   'mlkit.runs.sweep._DieWithDriver': ('runs/sweep.html#_diewithdriver', 'mlkit/runs/sweep.py'),
                                   'mlkit.runs.sweep._DieWithDriver.setup': ('runs/sweep.html#_diewithdriver.setup', 'mlkit/runs/sweep.py'),
                                   'mlkit.runs.sweep._check_args': ('runs/sweep.html#_check_args', 'mlkit/runs/sweep.py'),
+                                  'mlkit.runs.sweep._check_fixed': ('runs/sweep.html#_check_fixed', 'mlkit/runs/sweep.py'),
                                   'mlkit.runs.sweep._client': ('runs/sweep.html#_client', 'mlkit/runs/sweep.py'),
                                   'mlkit.runs.sweep._fill': ('runs/sweep.html#_fill', 'mlkit/runs/sweep.py'),
                                   'mlkit.runs.sweep._finish': ('runs/sweep.html#_finish', 'mlkit/runs/sweep.py'),

@@ -102,7 +102,7 @@ def _max_missing(share: float) -> pa.Check:
         statistics={"share": share},  # for checking it over a table read in chunks (split_rules)
     )
 
-
+# %% ../../nbs/data/00_contracts.ipynb #c1d82051
 def _column(feature: Feature, max_missing: float) -> pa.Column:
     "The pandera column of one feature."
     share = feature.max_missing if feature.max_missing is not None else max_missing
@@ -126,7 +126,7 @@ def _column(feature: Feature, max_missing: float) -> pa.Column:
     dtype = _DTYPES[feature.dtype]
     return pa.Column(dtype, nullable=nullable, unique=feature.unique, coerce=dtype is not None, checks=checks)
 
-
+# %% ../../nbs/data/00_contracts.ipynb #f4510896
 def _target_column(name: str, target: str, task: str, classes: Sequence[Any]) -> pa.Column:
     "The target's column: one of the classes (classification), or a finite number (regression)."
     if task == "regression":
@@ -145,7 +145,7 @@ def _target_column(name: str, target: str, task: str, classes: Sequence[Any]) ->
         )
     return pa.Column(checks=pa.Check.isin(list(classes)), nullable=False)
 
-
+# %% ../../nbs/data/00_contracts.ipynb #aa23e902
 def tabular_schema(
     features: dict[str, str | Feature | dict],  # column -> type name (see Feature), or a Feature
     target: str | None = None,  # the label column; None for a table without one

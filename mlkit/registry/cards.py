@@ -403,7 +403,7 @@ def _parity_section(meta: ModelMetadata) -> tuple[list[Block], list[str]]:
     intro = "The ONNX export against the fitted pipeline it came from, on the run's holdout rows, at export."
     return [("p", intro), ("table", header, [row])], []
 
-
+# %% ../../nbs/registry/10_cards.ipynb #f6e7b796
 def _regressor_parity_section(p: dict, passed: bool) -> tuple[list[Block], list[str]]:
     "A regressor's parity: |Δ| of predicted values against atol + rtol·|value| on every row."
     nan = float("nan")
@@ -426,7 +426,7 @@ def _regressor_parity_section(p: dict, passed: bool) -> tuple[list[Block], list[
     intro = "The ONNX export against the fitted pipeline it came from, on the run's holdout rows, at export."
     return [("p", intro), ("table", header, [row])], []
 
-
+# %% ../../nbs/registry/10_cards.ipynb #1700726e
 def _quantization_section(model, meta: ModelMetadata, cis: list[MetricCI]) -> list[Block]:
     quant = meta.quantization
     if not isinstance(quant, dict) or not quant:
@@ -450,7 +450,7 @@ def _quantization_section(model, meta: ModelMetadata, cis: list[MetricCI]) -> li
     )
     return [("p", intro), _nested_table(rows, "variant", column)]
 
-
+# %% ../../nbs/registry/10_cards.ipynb #22edb694
 def _latency_section(meta: ModelMetadata) -> tuple[list[Block], list[str]]:
     latency = meta.latency_ms
     if not isinstance(latency, dict) or not latency:

@@ -38,7 +38,7 @@ def _run_exporter(flavor: str, model, X_sample: np.ndarray, features: list[dict]
     takes_spec = "features" in inspect.signature(fn).parameters
     return fn(model, X_sample, features=features) if takes_spec else fn(model, X_sample)
 
-
+# %% ../../nbs/registry/07_convert.ipynb #073b1362
 def _skl2onnx_int_missing_tracks() -> None:
     """skl2onnx 1.20 passes a Python bool as `nodes_missing_value_tracks_true` for tree leaves, which onnx 1.23's
     protobuf refuses ("Expected an int, got a boolean"), so HistGradientBoosting fails to convert. Cast it to int
@@ -57,7 +57,7 @@ def _skl2onnx_int_missing_tracks() -> None:
     add_node._mlkit_int_flags = True
     te.add_node = add_node
 
-
+# %% ../../nbs/registry/07_convert.ipynb #9cf1b13f
 def _register_boosting_converters() -> None:
     "Teach skl2onnx LightGBM's and XGBoost's classifiers and regressors (onnxmltools' converters), when installed."
     from skl2onnx import update_registered_converter
@@ -105,7 +105,7 @@ def _register_boosting_converters() -> None:
 
 _XGB = ("XGBClassifier", "XGBRegressor")
 
-
+# %% ../../nbs/registry/07_convert.ipynb #ef0fc44b
 def _xgboost_without_feature_names(model):
     "onnxmltools reads XGBoost features as f0, f1, ...: convert a copy whose boosters forget the column names."
     steps = [s for _, s in model.steps] if hasattr(model, "steps") else [model]

@@ -162,7 +162,7 @@ class SweepResult(Displayable):
             kv_table(self.best_params, "best parameters"),
         )
 
-
+# %% ../../nbs/runs/07_sweep.ipynb #30818640
 def _summary(study: optuna.Study, location: str) -> SweepResult:
     trials = study.get_trials(deepcopy=False)
     counts = {s.name.lower(): sum(t.state == s for t in trials) for s in TERMINAL}
@@ -177,7 +177,7 @@ def _summary(study: optuna.Study, location: str) -> SweepResult:
         best.user_attrs.get("run_id") if best else None,
     )
 
-
+# %% ../../nbs/runs/07_sweep.ipynb #928de274
 def sweep_direction(
     notebook: Path,  # the experiment notebook
     dims: list[Dim],  # its search space
@@ -196,7 +196,7 @@ def sweep_direction(
         task = "classification"
     return primary_metric(task)[1]
 
-
+# %% ../../nbs/runs/07_sweep.ipynb #3fd295f5
 def _check_args(n_trials: int, workers: int, max_failures: int | None, direction: str) -> None:
     if not (isinstance(n_trials, int) and n_trials > 0):
         raise ConfigError(
@@ -212,6 +212,16 @@ def _check_args(n_trials: int, workers: int, max_failures: int | None, direction
         )
     if direction not in ("maximize", "minimize"):
         raise ConfigError(f"The direction must be 'maximize' or 'minimize'. Got {direction!r} instead.")
+
+
+def _check_fixed(declared: dict, dims: list[Dim], fixed: dict[str, Any]) -> dict[str, Any]:
+    "The fixed parameters, checked like a run's overrides before any trial starts, and never also searched."
+    resolve_parameters(declared, fixed)  # unknown names and wrong types are refused
+    if clash := sorted(set(fixed) & {d.name for d in dims}):
+        raise ConfigError(
+            f"{', '.join(clash)} is both fixed and searched: drop it from the space or from the fixed values."
+        )
+    return fixed
 
 # %% ../../nbs/runs/07_sweep.ipynb #e6e38580
 def sweep(
@@ -240,12 +250,7 @@ def sweep(
     path = Path(notebook).resolve()
     declared = parse_parameters(path)
     dims = load_space(space, declared)
-    fixed = dict(fixed or {})
-    resolve_parameters(declared, fixed)  # unknown names and wrong types are refused before any trial
-    if clash := sorted(set(fixed) & {d.name for d in dims}):
-        raise ConfigError(
-            f"{', '.join(clash)} is both fixed and searched: drop it from the space or from the fixed values."
-        )
+    fixed = _check_fixed(declared, dims, dict(fixed or {}))
     direction = direction or sweep_direction(path, dims, metric, fixed)
     _check_args(n_trials, workers, max_failures, direction)
     location = storage_location(settings, storage)
