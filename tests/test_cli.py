@@ -31,7 +31,10 @@ def test_params_lists_the_notebook_parameters():
     )
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
-    assert lines[0] == "  model (str) = 'logreg'  # model family: logreg | gbm (see mlkit.models.families)"
+    assert (
+        lines[0]
+        == "  model (str) = 'logreg'  # model family: logreg | gbm | hgb | mlp, lgbm | xgb where installed"
+    )
     assert any(line.startswith("  C (float) = 1.0") for line in lines)
 
 

@@ -84,9 +84,9 @@ def test_wandb_offline_run_holds_config_summary_and_notebook(runs):
 def test_a_failing_notebook_keeps_its_evidence_and_is_marked_failed(settings, store):
     with pytest.raises(RunFailed) as err:
         run_notebook(NOTEBOOK, {"model": "svm"}, settings=settings, store=store)
-    assert "Unknown model family 'svm'" in str(err.value)
+    assert "Unknown classification model family 'svm'" in str(err.value)
     rec = next(r for r in store.list(status="failed") if r.parameters["model"] == "svm")
-    assert "ConfigError: Unknown model family 'svm'" in rec.error
+    assert "ConfigError: Unknown classification model family 'svm'" in rec.error
     executed = nbformat.read(rec.output_path, as_version=4)
     failing = [c for c in executed.cells if "papermill-error-cell-tag" in c.metadata.get("tags", [])]
     assert failing, "papermill marks the failing cell"
@@ -159,4 +159,7 @@ def test_cli_rejects_bad_overrides_before_a_kernel_starts(state_dir, store, sett
 def test_cli_failing_run_exits_nonzero(state_dir):
     done = mlkit("run", str(NOTEBOOK), "-p", "model=nope")
     assert done.returncode == 1
-    assert "Unknown model family 'nope'" in done.stderr and "marked at the failing cell" in done.stderr
+    assert (
+        "Unknown classification model family 'nope'" in done.stderr
+        and "marked at the failing cell" in done.stderr
+    )
