@@ -227,7 +227,9 @@ class DriftMonitor:
         self._recent = {
             name: deque(maxlen=window) for name, e in profile["features"].items() if e["kind"] in DRIFT_TESTS
         }
-        self._pending: deque[np.ndarray] = deque()  # observed request inputs not yet folded into the window
+        self._pending: deque[tuple[np.ndarray, dict]] = (
+            deque()
+        )  # (inputs, outputs) of requests not yet folded
         self._count = 0
         self._lock = threading.Lock()
 
@@ -239,25 +241,32 @@ class DriftMonitor:
                 if (d := self._recent.get(name)) is not None:
                     d.extend(values)
 
-    def observe_matrix(self, X: np.ndarray, names: Sequence[str]) -> None:
-        "Add one request's model input (see `split_columns`); O(1) per call, folded in when the window is read."
+    def observe_matrix(
+        self,
+        X: np.ndarray,  # one request's model input (see `split_columns`)
+        names: Sequence[str],  # its feature names
+        outputs: dict[str, np.ndarray] | None = None,  # model outputs watched too, one value per row, by name
+    ) -> None:
+        "Add one request's rows; O(1) per call, folded in when the window is read."
         with self._lock:
-            self._pending.append(X)
+            self._pending.append((X, outputs or {}))
             self._names = names
             self._count += len(X)
             # drop requests whose rows the newer ones have already pushed out of the window: no copying here, the
             # request path only queues arrays (folding on the event loop cost ~7% of /predict_batch's throughput)
-            while self._count - len(self._pending[0]) >= self.window:
-                self._count -= len(self._pending.popleft())
+            while self._count - len(self._pending[0][0]) >= self.window:
+                self._count -= len(self._pending.popleft()[0])
 
     def _fold(self) -> None:
         if not self._pending:
             return
-        X = np.concatenate(self._pending)[-self.window :]
-        self._pending, self._count = deque(), 0
-        for name, values in split_columns(X, self._names).items():
+        pending, self._pending, self._count = self._pending, deque(), 0
+        columns = split_columns(np.concatenate([X for X, _ in pending]), self._names)
+        for name in {name for _, outputs in pending for name in outputs}:
+            columns[name] = np.concatenate([outputs[name] for _, outputs in pending if name in outputs])
+        for name, values in columns.items():
             if (d := self._recent.get(name)) is not None:
-                d.extend(values.tolist())
+                d.extend(values[-self.window :].tolist())
 
     def recent(self) -> dict[str, list]:
         "A copy of the window."

@@ -200,9 +200,8 @@ def _answer(self: ServingCore, X, labels: np.ndarray, probabilities: np.ndarray)
     rid = f"{self._id_prefix}{next(self._requests):x}"
     ids = [f"{rid}-{i}" for i in range(len(X))]
     if self.monitor is not None:  # arrays handed over, not copied: O(1) here, the work is done later
-        self.monitor.observe_matrix(X, self.names)
-        if watched := self.classifier.drift_outputs(labels, probabilities):  # a regressor's predicted values
-            self.monitor.observe({k: v.tolist() for k, v in watched.items()})
+        # with the outputs watched beside the inputs (a regressor's predicted values)
+        self.monitor.observe_matrix(X, self.names, self.classifier.drift_outputs(labels, probabilities))
     if self.log is not None:
         self.log.log(ids, X, labels, probabilities, self.tag)
     self.metrics.predictions.labels(self.tag).inc(len(X))
