@@ -159,6 +159,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                    'mlkit.data.guards._codes': ('data/guards.html#_codes', 'mlkit/data/guards.py'),
                                    'mlkit.data.guards._feature_auc': ('data/guards.html#_feature_auc', 'mlkit/data/guards.py'),
                                    'mlkit.data.guards._oof_rates': ('data/guards.html#_oof_rates', 'mlkit/data/guards.py'),
+                                   'mlkit.data.guards._scored_rows': ('data/guards.html#_scored_rows', 'mlkit/data/guards.py'),
                                    'mlkit.data.guards.check_split': ('data/guards.html#check_split', 'mlkit/data/guards.py'),
                                    'mlkit.data.guards.duplicate_rows': ('data/guards.html#duplicate_rows', 'mlkit/data/guards.py'),
                                    'mlkit.data.guards.leaky_features': ('data/guards.html#leaky_features', 'mlkit/data/guards.py'),

@@ -158,6 +158,19 @@ def _feature_auc(x: pd.Series, y: np.ndarray, folds: StratifiedKFold, random_sta
     return _auc(y, _oof_rates(x, y, folds))
 
 
+def _scored_rows(
+    frame: pd.DataFrame, target: str, features: Sequence[str] | None, max_rows: int, random_state: int
+) -> tuple[pd.DataFrame, list[str]]:
+    "The rows single-feature scores are computed on (target known, at most `max_rows`) and the features scored."
+    if target not in frame.columns:
+        raise ContractError(f"The target '{target}' is not a column. The frame has {list(frame.columns)}.")
+    features = [c for c in frame.columns if c != target] if features is None else list(features)
+    data = frame[frame[target].notna()]
+    if len(data) > max_rows:
+        data = data.sample(max_rows, random_state=random_state)
+    return data, features
+
+
 def single_feature_scores(
     frame: pd.DataFrame,  # features and target
     target: str,  # the label column (classification)
@@ -167,12 +180,7 @@ def single_feature_scores(
     random_state: int = 0,  # seeds the folds, the trees and the sample
 ) -> pd.Series:
     "Each feature's ROC AUC when it alone predicts `target` (one class against the rest: the best class), highest first."
-    if target not in frame.columns:
-        raise ContractError(f"The target '{target}' is not a column. The frame has {list(frame.columns)}.")
-    features = [c for c in frame.columns if c != target] if features is None else list(features)
-    data = frame[frame[target].notna()]
-    if len(data) > max_rows:
-        data = data.sample(max_rows, random_state=random_state)
+    data, features = _scored_rows(frame, target, features, max_rows, random_state)
     classes = data[target].unique()
     if len(classes) < 2 or len(classes) > 50:
         raise ConfigError(
@@ -208,9 +216,7 @@ def single_feature_r2(
     random_state: int = 0,  # seeds the folds, the trees and the sample
 ) -> pd.Series:
     "Each feature's R² when it alone predicts the numeric `target` (out-of-fold tree, or linear), highest first."
-    features = [c for c in frame.columns if c != target] if features is None else list(features)
-    data = frame[frame[target].notna()]
-    data = data.sample(max_rows, random_state=random_state) if len(data) > max_rows else data
+    data, features = _scored_rows(frame, target, features, max_rows, random_state)
     y = data[target].to_numpy(dtype=float)
     folds, scores = KFold(cv, shuffle=True, random_state=random_state), {}
     for col in features:
