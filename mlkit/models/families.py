@@ -8,6 +8,7 @@ __all__ = ['FAMILIES', 'MISSING_CATEGORY', 'register_family', 'families', 'categ
            'gbm_regressor', 'hgb_regressor', 'lgbm_regressor', 'xgb_regressor', 'mlp_regressor']
 
 # %% ../../nbs/models/00_families.ipynb #5c6eec12
+import importlib
 import inspect
 from collections.abc import Callable
 from typing import Any
@@ -126,14 +127,18 @@ def hgb(max_iter: int = 100, learning_rate: float = 0.1, max_depth: int | None =
     )
 
 # %% ../../nbs/models/00_families.ipynb #d748c305
+def _optional(module: str, name: str, family: str) -> type:
+    "The estimator class `name` of an optional boosting library, or a ConfigError saying how to install it."
+    try:
+        return getattr(importlib.import_module(module), name)
+    except ImportError as err:
+        raise ConfigError(f"{module} is needed for the {family} family: pip install 'mlkit[boost]'.") from err
+
+
 @register_family("lgbm")
 def lgbm(n_estimators: int = 100, learning_rate: float = 0.1, max_depth: int = -1, random_state: int = 0):
     "LightGBM gradient boosting (routes missing values itself)."
-    try:
-        from lightgbm import LGBMClassifier
-    except ImportError as err:
-        raise ConfigError("lightgbm is needed for the lgbm family: pip install 'mlkit[boost]'.") from err
-    return LGBMClassifier(
+    return _optional("lightgbm", "LGBMClassifier", "lgbm")(
         n_estimators=n_estimators,
         learning_rate=learning_rate,
         max_depth=max_depth,
@@ -145,11 +150,7 @@ def lgbm(n_estimators: int = 100, learning_rate: float = 0.1, max_depth: int = -
 @register_family("xgb")
 def xgb(n_estimators: int = 100, learning_rate: float = 0.1, max_depth: int = 3, random_state: int = 0):
     "XGBoost gradient boosting (routes missing values itself)."
-    try:
-        from xgboost import XGBClassifier
-    except ImportError as err:
-        raise ConfigError("xgboost is needed for the xgb family: pip install 'mlkit[boost]'.") from err
-    return XGBClassifier(
+    return _optional("xgboost", "XGBClassifier", "xgb")(
         n_estimators=n_estimators,
         learning_rate=learning_rate,
         max_depth=max_depth,
@@ -259,11 +260,7 @@ def lgbm_regressor(
     n_estimators: int = 100, learning_rate: float = 0.1, max_depth: int = -1, random_state: int = 0
 ):
     "LightGBM regression (routes missing values itself)."
-    try:
-        from lightgbm import LGBMRegressor
-    except ImportError as err:
-        raise ConfigError("lightgbm is needed for the lgbm family: pip install 'mlkit[boost]'.") from err
-    return LGBMRegressor(
+    return _optional("lightgbm", "LGBMRegressor", "lgbm")(
         n_estimators=n_estimators,
         learning_rate=learning_rate,
         max_depth=max_depth,
@@ -277,11 +274,7 @@ def xgb_regressor(
     n_estimators: int = 100, learning_rate: float = 0.1, max_depth: int = 3, random_state: int = 0
 ):
     "XGBoost regression (routes missing values itself)."
-    try:
-        from xgboost import XGBRegressor
-    except ImportError as err:
-        raise ConfigError("xgboost is needed for the xgb family: pip install 'mlkit[boost]'.") from err
-    return XGBRegressor(
+    return _optional("xgboost", "XGBRegressor", "xgb")(
         n_estimators=n_estimators,
         learning_rate=learning_rate,
         max_depth=max_depth,
