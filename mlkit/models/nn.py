@@ -59,8 +59,8 @@ class _Head(torch.nn.Module):
         return self.net.classes[torch.argmax(p, dim=1)], p
 
 # %% ../../nbs/models/01_nn.ipynb #938b9322
-class TorchMLPClassifier(ClassifierMixin, BaseEstimator):
-    "An MLP classifier in PyTorch with scikit-learn's estimator contract."
+class _TorchMLP(BaseEstimator):
+    "What the torch MLPs share: their parameters, the exporter's flavour, NaN allowed in their inputs."
 
     mlkit_flavor = "torch"  # the exporter mlkit.registry.export uses
 
@@ -76,17 +76,17 @@ class TorchMLPClassifier(ClassifierMixin, BaseEstimator):
         random_state: int | None = 0,  # seed of initialisation and shuffling
     ):
         self.hidden, self.layers, self.epochs, self.lr = hidden, layers, epochs, lr
-        self.batch_size, self.weight_decay, self.device, self.random_state = (
-            batch_size,
-            weight_decay,
-            device,
-            random_state,
-        )
+        self.batch_size, self.weight_decay, self.device = batch_size, weight_decay, device
+        self.random_state = random_state
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.input_tags.allow_nan = True  # imputed inside the network; infinity is still refused
         return tags
+
+
+class TorchMLPClassifier(ClassifierMixin, _TorchMLP):
+    "An MLP classifier in PyTorch with scikit-learn's estimator contract."
 
 # %% ../../nbs/models/01_nn.ipynb #844962f3
 def _check_params(est) -> None:
@@ -190,30 +190,8 @@ class _RegressionHead(torch.nn.Module):
         return self.net(x) * self.scale + self.mean
 
 
-class TorchMLPRegressor(RegressorMixin, BaseEstimator):
+class TorchMLPRegressor(RegressorMixin, _TorchMLP):
     "An MLP regressor in PyTorch with scikit-learn's estimator contract."
-
-    mlkit_flavor = "torch"  # the exporter mlkit.registry.export uses
-
-    def __init__(
-        self,
-        hidden: int = 32,  # units per hidden layer
-        layers: int = 1,  # hidden layers
-        epochs: int = 30,  # passes over the training rows
-        lr: float = 1e-2,  # Adam learning rate
-        batch_size: int = 64,  # rows per step
-        weight_decay: float = 1e-4,  # L2 penalty
-        device: str = "auto",  # auto | cpu | cuda
-        random_state: int | None = 0,  # seed of initialisation and shuffling
-    ):
-        self.hidden, self.layers, self.epochs, self.lr = hidden, layers, epochs, lr
-        self.batch_size, self.weight_decay, self.device = batch_size, weight_decay, device
-        self.random_state = random_state
-
-    def __sklearn_tags__(self):
-        tags = super().__sklearn_tags__()
-        tags.input_tags.allow_nan = True  # imputed inside the network; infinity is still refused
-        return tags
 
     def fit(self, X, y, on_epoch: Callable | None = None):
         "Train on a numeric target; `on_epoch(epoch, estimator)` is called after each epoch."
