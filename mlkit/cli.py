@@ -70,6 +70,15 @@ def _show(
     return value
 
 
+def _overrides(notebook: Path, param: list[str] | None, params_file: Path | None) -> dict[str, Any]:
+    "The values of `-f FILE` then `-p name=value` (the later wins), typed by NOTEBOOK's parameters cell."
+    from mlkit.runs.params import load_params_file, parse_assignments, parse_parameters
+
+    overrides = load_params_file(params_file) if params_file else {}
+    overrides.update(parse_assignments(param or [], parse_parameters(notebook)))
+    return overrides
+
+
 @app.command()
 def run(
     notebook: Annotated[Path, typer.Argument(help="experiment notebook to execute")],
@@ -92,12 +101,9 @@ def run(
     """
     import datetime as dt
 
-    from mlkit.runs.params import load_params_file, parse_assignments, parse_parameters
     from mlkit.runs.runner import run_notebook
 
-    declared = parse_parameters(notebook)
-    overrides = load_params_file(params_file) if params_file else {}
-    overrides.update(parse_assignments(param or [], declared))
+    overrides = _overrides(notebook, param, params_file)
     started = dt.datetime.now(dt.UTC)
     record = run_notebook(notebook, overrides, force=force)
     if record.created_at < started:
@@ -202,11 +208,9 @@ def sweep(
 ) -> Any:
     "Optuna sweep of NOTEBOOK, each trial a papermill run on a Dask worker; prints the study name."
     from mlkit.progress import SweepProgress
-    from mlkit.runs.params import load_params_file, parse_assignments, parse_parameters
     from mlkit.runs.sweep import sweep as run_sweep
 
-    fixed = load_params_file(params_file) if params_file else {}
-    fixed.update(parse_assignments(param or [], parse_parameters(notebook)))
+    fixed = _overrides(notebook, param, params_file)
     with SweepProgress(trials) as progress:
         result = run_sweep(
             notebook, space, trials, workers=workers, sampler=sampler, pruner=pruner, metric=metric,
