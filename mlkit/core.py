@@ -93,9 +93,13 @@ class Settings:
     latency_budget_ms: float  # largest batch-1 ONNX latency a promoted model may have
     model: str  # what to serve: an alias (production), a tag or model name; '' means the newest export
     host: str  # where `bentoml serve` binds
-    port: int  # its port
+    port: int  # its port (1-65535)
     max_records: int  # most records one /predict request may carry
-    max_body_bytes: int  # larger request bodies get 413
+    max_body_bytes: (
+        int | None
+    )  # larger request bodies get 413; None: derived from max_records and the model's record size
+    max_text_chars: int  # longest free-text value a record may carry (texts without a list of allowed values)
+    body_timeout_s: float  # a request body not received whole within this many seconds gets 408
     max_batch_size: int  # adaptive batching of /predict_batch: most records in one model call
     max_latency_ms: float  # adaptive batching: the latency budget (what would exceed it is answered alone)
     monitor_dir: Path | None  # where the service logs inputs and predictions (Parquet); None: not logged
@@ -161,6 +165,17 @@ def _positive(text: str) -> float:
     return value
 
 
+def _port(text: str) -> int:
+    value = int(text) if text.strip().isdigit() else 0
+    if not 1 <= value <= 65535:
+        raise ValueError("must be a TCP port, 1 to 65535")
+    return value
+
+
+def _optional_positive_int(text: str) -> int | None:
+    return _positive_int(text) if text.strip() else None
+
+
 def _non_negative(text: str) -> float:
     try:
         value = float(text)
@@ -187,9 +202,11 @@ _KEYS: dict[str, tuple[str, Any, str]] = {
     "latency_budget_ms": ("registry", _positive, "50"),
     "model": ("serving", str, "production"),
     "host": ("serving", str, "127.0.0.1"),
-    "port": ("serving", _positive_int, "3000"),
+    "port": ("serving", _port, "3000"),
     "max_records": ("serving", _positive_int, "10000"),
-    "max_body_bytes": ("serving", _positive_int, "1048576"),
+    "max_body_bytes": ("serving", _optional_positive_int, ""),
+    "max_text_chars": ("serving", _positive_int, "10000"),
+    "body_timeout_s": ("serving", _positive, "5"),
     "max_batch_size": ("serving", _positive_int, "1000"),
     "max_latency_ms": ("serving", _positive, "100"),
     "monitor_dir": ("serving", str, ".mlkit/monitor"),
@@ -283,7 +300,18 @@ def load_settings(
     monitor = values["monitor_dir"]
     values["monitor_dir"] = None if not monitor else (root / Path(monitor).expanduser())
     values["run_db"] = _resolve_db_url(values["run_db"], root)
+    _check_together(values, raw)
     return Settings(root=root, **values)
+
+
+def _check_together(values: dict[str, Any], raw: dict[str, tuple[str, str]]) -> None:
+    "Settings that are each valid but wrong together: the error names both and where each came from."
+    if values["drift_min_rows"] > values["drift_window"]:
+        raise ConfigError(
+            f"drift_min_rows = {values['drift_min_rows']} ({raw['drift_min_rows'][1]}) is more than drift_window = "
+            f"{values['drift_window']} ({raw['drift_window'][1]}): drift would never be decided. Lower drift_min_rows "
+            "or raise drift_window."
+        )
 
 # %% ../nbs/00_core.ipynb #d972faec
 @functools.lru_cache(maxsize=1)

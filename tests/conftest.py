@@ -90,7 +90,9 @@ def server(exported, settings):
     from mlkit.demo import bentoml_server
 
     with bentoml_server(
-        exported.tag, settings, env={"MLKIT_MAX_RECORDS": "50", "MLKIT_MAX_BODY_BYTES": "60000"}
+        exported.tag,
+        settings,
+        env={"MLKIT_MAX_RECORDS": "50", "MLKIT_MAX_BODY_BYTES": "60000", "MLKIT_BODY_TIMEOUT_S": "2"},
     ) as url:
         yield url
 

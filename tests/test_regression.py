@@ -107,6 +107,11 @@ def test_served_predictions_match_the_fitted_pipeline(reg_runs, reg_exports, set
         # the holdout rows and their predictions look like the training ones (discrete `sex` included)
         assert drift["drifted"] == [], drift
 
+        from openapi_check import schemathesis_all_checks  # the regression answer's schema, every check on
+
+        code, out = schemathesis_all_checks(url)
+        assert code == 0 and "No issues found" in out, out[-4000:]
+
 
 def test_feedback_reports_rmse_and_mae_against_training(reg_runs, settings, tmp_path):
     "Late true values for served predictions: live RMSE, MAE and R² next to the run's holdout figures."

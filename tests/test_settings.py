@@ -44,7 +44,16 @@ def test_environment_overrides_file_and_paths_resolve_against_root(tmp_path):
 @pytest.mark.parametrize(
     "ini, environ, message",
     [
-        ("[serving]\nport = many\n", {}, "[serving] port must be a positive int. Got 'many' instead."),
+        (
+            "[serving]\nport = many\n",
+            {},
+            "[serving] port must be a TCP port, 1 to 65535. Got 'many' instead.",
+        ),
+        (
+            "[serving]\nport = 70000\n",
+            {},
+            "[serving] port must be a TCP port, 1 to 65535. Got '70000' instead.",
+        ),
         ("[serving]\nprot = 1\n", {}, "unknown key 'prot' in section [serving]"),
         ("[storage]\nport = 1\n", {}, "unknown key 'port' in section [storage]; it belongs [serving]"),
         (

@@ -29,10 +29,10 @@ _FIELD_TYPES = {
 }
 
 
-def _field_type(f: dict[str, Any]):
+def _field_type(f: dict[str, Any], max_text_chars: int | None = None):
     "The annotated type of one feature, carrying the contract's range and allowed values."
     kind = _FIELD_TYPES[f["dtype"]]
-    rules = {}
+    rules = {"max_length": max_text_chars} if f["dtype"] == "str" and max_text_chars else {}
     if f.get("min") is not None:
         rules["ge"] = f["min"]
     if f.get("max") is not None:
@@ -49,9 +49,10 @@ def record_model(
         dict[str, Any]
     ],  # as `contracts.feature_spec` gives: name, dtype, nullable, min, max, allowed
     name: str = "Record",  # the schema's title
+    max_text_chars: int | None = None,  # the longest free text (a str without allowed values); None: any
 ) -> type[pydantic.BaseModel]:
     "A pydantic model of one input record, with the data contract's types, ranges and allowed values."
-    fields = {f["name"]: (_field_type(f), ...) for f in features}
+    fields = {f["name"]: (_field_type(f, max_text_chars), ...) for f in features}
     return pydantic.create_model(name, __config__=ConfigDict(extra="forbid"), **fields)
 
 # %% ../../nbs/models/03_inference.ipynb #5f7badc8

@@ -25,6 +25,7 @@ from ..models.inference import make_classifier, record_model
 from ..monitoring.drift import DriftMonitor
 from ..monitoring.predlog import PredictionLog
 from .prometheus import Metrics
+from .limits import body_limits, computable_bounds, served_features
 from ..registry.metadata import ModelMetadata
 from ..registry.resolve import resolve_model
 from ..registry.store import get_model
@@ -81,11 +82,16 @@ class ServingCore:
         self.classifier = make_classifier(
             model, self.features, metadata.classes, files or {}, task=metadata.task
         )
-        self.Record = record_model(self.features)
+        # the contract's ranges narrowed to what the model's float32 arithmetic computes (serving.limits), and the
+        # records and bytes a request may carry, derived from each other for this model's records
+        self.bounds = computable_bounds(self.classifier, profile)
+        self.served = served_features(self.features, self.bounds)
+        self.max_records, self.max_body_bytes = body_limits(self.served, settings)
+        self.Record = record_model(self.served, max_text_chars=settings.max_text_chars)
         # a model of float features, one matrix input: msgspec decodes its bodies (text models have a str feature)
-        plain = _plain_decoder(self.features, settings.max_records)
+        plain = _plain_decoder(self.served, self.max_records)
         self._plain = plain if plain is not None and not self.classifier.per_column else None
-        records = Annotated[list[self.Record], Field(min_length=1, max_length=settings.max_records)]
+        records = Annotated[list[self.Record], Field(min_length=1, max_length=self.max_records)]
         self.Request = pydantic.create_model(
             "PredictRequest", __config__=ConfigDict(extra="forbid"), records=(records, ...)
         )
@@ -137,8 +143,11 @@ def parse(self: ServingCore, body: bytes | str) -> list:
                 return self.Request.model_validate(json.loads(body)).records
             except pydantic.ValidationError as again:
                 errors = again.errors(include_url=False, include_context=False)
+            except RecursionError:
+                msg = "The body nests JSON too deeply; send {'records': [{feature: value, ...}]}."
+                raise RequestError(400, [{"loc": [], "msg": msg, "type": "json_invalid"}]) from None
             except ValueError:
-                msg = "The body is not valid JSON; send {'records': [{feature: value, ...}]}."
+                msg = "The body is not valid JSON (UTF-8); send {'records': [{feature: value, ...}]}."
                 raise RequestError(400, [{"loc": [], "msg": msg, "type": "json_invalid"}]) from None
         raise RequestError(422, [self._refusal(e) for e in errors]) from None
 
@@ -161,6 +170,12 @@ def _refusal(self: ServingCore, error: dict) -> dict:
     if rules.get(kind):
         item["rule"] = rules[kind]
         item["msg"] += f" (the contract's rule for '{loc[2]}': {rules[kind]})"
+    elif kind == "range" and abs(float(error.get("input", 0))) > self.bounds.get(loc[2], float("inf")):
+        b = self.bounds[loc[2]]
+        item["msg"] = (
+            f"Input should be between {-b:.6g} and {b:.6g}: this model computes in float32, and beyond that range "
+            f"of '{loc[2]}' its answer would not be a number"
+        )
     return item
 
 
@@ -196,6 +211,19 @@ def predict_matrix(self: ServingCore, X: np.ndarray) -> dict[str, Any]:
 @patch
 def _answer(self: ServingCore, X, labels: np.ndarray, probabilities: np.ndarray) -> dict[str, Any]:
     "The answer to one request whose rows `X` the model has predicted: ids given, drift observed, rows logged."
+    finite = np.isfinite(probabilities).reshape(len(X), -1).all(axis=1)
+    if not finite.all():  # values within their bounds that overflow together: refused, never answered as null
+        msg = (
+            "The model's answer for this record is not a finite number: its values are too far out together for "
+            "the model's float32 arithmetic; send values nearer the training data."
+        )
+        raise RequestError(
+            422,
+            [
+                {"loc": ["records", int(i)], "msg": msg, "type": "not_computable"}
+                for i in np.flatnonzero(~finite)
+            ],
+        )
     out = self.classifier.answer(labels, probabilities)
     rid = f"{self._id_prefix}{next(self._requests):x}"
     ids = [f"{rid}-{i}" for i in range(len(X))]
@@ -221,6 +249,18 @@ def rows_from(self: ServingCore, X, packed: np.ndarray) -> list[dict[str, Any]]:
 
 # %% ../../nbs/serving/00_core.ipynb #7267e4ec
 @patch
+def limits_line(self: ServingCore) -> str:
+    "What one request may carry, and why: the line the service prints at start."
+    s = self.settings
+    cut = self.max_records < s.max_records
+    records = f"{self.max_records} records" + (f" (max_records = {s.max_records} do not fit)" if cut else "")
+    bytes_ = f"{self.max_body_bytes} bytes" + (
+        " (derived from the records)" if s.max_body_bytes is None else ""
+    )
+    return f"serving {self.tag}: a request carries at most {records} and {bytes_}, whole within {s.body_timeout_s:g} s"
+
+
+@patch
 def describe(self: ServingCore) -> dict[str, Any]:
     "What `GET /metadata` answers: the model, its alias, lineage, contract and export figures."
     m, s = self.metadata, self.settings
@@ -241,8 +281,11 @@ def describe(self: ServingCore) -> dict[str, Any]:
         "latency_ms": m.latency_ms,
         "reference": m.reference,
         "limits": {
-            "max_records": s.max_records,
-            "max_body_bytes": s.max_body_bytes,
+            "max_records": self.max_records,
+            "max_body_bytes": self.max_body_bytes,
+            "max_text_chars": s.max_text_chars,
+            "body_timeout_s": s.body_timeout_s,
+            "computable_bounds": self.bounds,
             "max_batch_size": s.max_batch_size,
             "max_latency_ms": s.max_latency_ms,
         },

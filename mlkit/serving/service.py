@@ -9,12 +9,13 @@ Only ONNX (and a text model's tokenizer.json, and the JSON reference profile) is
 
 Endpoints: POST /predict and POST /predict_batch (answered by the gateway in front of BentoML's stack; the batch
 endpoint through BentoML's adaptive batcher, the CorkDispatcher of `batchable=True`), GET /metadata, GET /drift,
-GET /metrics, and BentoML's /healthz, /livez, /readyz. With MLKIT_API_KEY set, all but the health probes need `Authorization: Bearer <key>` or `X-API-Key: <key>`.
+GET /metrics, GET /docs.json (the gateway's own OpenAPI document: mlkit.serving.openapi), and BentoML's /healthz, /livez, /readyz. With MLKIT_API_KEY set, all but the health probes need `Authorization: Bearer <key>` or `X-API-Key: <key>`.
 Hand-written (not generated): starting a server makes a poor executed doc.
 """
 
 import gc
 import os
+import sys
 from typing import Annotated, Any
 
 import bentoml
@@ -49,6 +50,7 @@ def core() -> ServingCore:
     if _core is None:
         _core = ServingCore.from_store(_settings)
         _core.start()
+        print(f"mlkit: {_core.limits_line()}", file=sys.stderr, flush=True)
         gc.collect()
         gc.freeze()  # what is loaded now lives as long as the worker: full collections need not walk it again
     return _core
@@ -59,7 +61,8 @@ def core() -> ServingCore:
     http={"host": _settings.host, "port": _settings.port},
     # BentoML keeps a timer per request for `timeout` seconds (never cancelled): at thousands of requests a
     # second a long timeout means long full garbage collections, i.e. the p99 (reports/benchmarks/serving.md)
-    traffic={"timeout": 10},
+    # (and longer than body_timeout_s, so a slow body gets the gateway's 408, not BentoML's 504)
+    traffic={"timeout": max(10, _settings.body_timeout_s + 5)},
     workers=1,
     # the gateway serves mlkit's own Prometheus metrics at /metrics; BentoML's per-request metrics and tracing
     # middleware would double the cost of every request (reports/benchmarks/serving_profile.md)
