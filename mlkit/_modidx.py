@@ -249,6 +249,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
             'mlkit.db': { 'mlkit.db._add_missing_columns': ('db.html#_add_missing_columns', 'mlkit/db.py'),
                           'mlkit.db._append_only_triggers': ('db.html#_append_only_triggers', 'mlkit/db.py'),
                           'mlkit.db._engine': ('db.html#_engine', 'mlkit/db.py'),
+                          'mlkit.db._refuse_damaged': ('db.html#_refuse_damaged', 'mlkit/db.py'),
                           'mlkit.db._retry': ('db.html#_retry', 'mlkit/db.py'),
                           'mlkit.db._safe': ('db.html#_safe', 'mlkit/db.py'),
                           'mlkit.db.as_utc': ('db.html#as_utc', 'mlkit/db.py'),
