@@ -823,6 +823,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                    'mlkit.runs.params.load_params_file': ('runs/params.html#load_params_file', 'mlkit/runs/params.py'),
                                    'mlkit.runs.params.parse_assignments': ('runs/params.html#parse_assignments', 'mlkit/runs/params.py'),
                                    'mlkit.runs.params.parse_parameters': ('runs/params.html#parse_parameters', 'mlkit/runs/params.py'),
+                                   'mlkit.runs.params.read_notebook': ('runs/params.html#read_notebook', 'mlkit/runs/params.py'),
                                    'mlkit.runs.params.resolve_parameters': ('runs/params.html#resolve_parameters', 'mlkit/runs/params.py')},
             'mlkit.runs.runner': { 'mlkit.runs.runner.RunPruned': ('runs/runner.html#runpruned', 'mlkit/runs/runner.py'),
                                    'mlkit.runs.runner.RunStopped': ('runs/runner.html#runstopped', 'mlkit/runs/runner.py'),
