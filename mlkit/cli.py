@@ -135,9 +135,10 @@ def run(
     """
     import datetime as dt
 
+    overrides = _overrides(notebook, param, params_file)  # checked before papermill and the rest are imported
+
     from mlkit.runs.runner import run_notebook
 
-    overrides = _overrides(notebook, param, params_file)
     started = dt.datetime.now(dt.UTC)
     try:
         record = run_notebook(notebook, overrides, force=force)
@@ -601,7 +602,7 @@ def demo() -> None:
 
 @app.command()
 def lab(
-    port: Annotated[int | None, typer.Option(help="TCP port (default: a free one)")] = None,
+    port: Annotated[int | None, typer.Option(min=1, max=65535, help="TCP port (default: a free one)")] = None,
     ip: Annotated[str, typer.Option(help="interface to bind (loopback: this machine only)")] = "127.0.0.1",
     root: Annotated[Path | None, typer.Option(help="folder to serve (default: the project root)")] = None,
     browser: Annotated[bool, typer.Option("--browser", help="open a browser tab")] = False,
