@@ -130,8 +130,9 @@ def run(
 
     Exits as papermill does: 0 when the notebook ran, or stopped itself with sys.exit(0) or `raise SystemExit`
     (a warning says so; the run is recorded 'stopped'); 1 when a cell raised (KeyboardInterrupt included: the
-    run is 'stopped') or exited non-zero. Ctrl-C on this command records the run 'stopped' and exits 130, as
-    every typer command does (papermill, through click, exits 1): 128 + SIGINT tells an interrupt from a failure.
+    run is 'stopped') or exited non-zero. Ctrl-C on this command records the run 'stopped', prints one line naming
+    it and exits 130 (papermill, through click, exits 1): 128 + SIGINT tells an interrupt from a failure. The kernel's
+    own log goes to the run's kernel.log.
     """
     import datetime as dt
 
