@@ -7,15 +7,20 @@ are imported inside the commands that use them, so `mlkit --help` stays fast. Ha
 The commands whose result a notebook wants to look at (`run`, `runs`, `compare`, `sweep`, `report`, `models`)
 return it as well as printing it: inside `returning()` they only return it, which is how `%mlkit` (`mlkit.magics`)
 runs this very app and displays the table or record instead of its text.
+
+A failure a user can cause is one line on stderr and exit code 1 (2 for a usage error: an unknown option, a value
+outside an option's choices); `mlkit --debug ...` or MLKIT_DEBUG=1 shows the traceback as well (`main`).
 """
 
+import enum
 import json
+import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import typer
 
@@ -24,7 +29,35 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    rich_markup_mode=None,  # typer's rich help shows a flag as `--force <bool>`, as if it took a value
 )
+
+# The choices of options, spelled here so that `mlkit --help` imports no heavy library; tests/test_cli.py checks
+# that they are the library's own (runs.store.STATUSES, runs.trials.SAMPLERS and PRUNERS, ...).
+Status = Literal["running", "finished", "failed", "pruned", "stopped"]
+Sampler = Literal["tpe", "random", "grid"]
+Pruner = Literal["median", "hyperband", "none"]
+Direction = Literal["maximize", "minimize"]
+Task = Literal["classification", "regression"]
+
+
+class Quantize(enum.StrEnum):  # an Enum: typer takes no list of Literal
+    int8 = "int8"
+    fp16 = "fp16"
+
+
+_debug = False  # set by `mlkit --debug`: main() shows the traceback of a failure too
+
+
+@app.callback()
+def _root(
+    debug: Annotated[
+        bool, typer.Option("--debug", help="on a failure, show the traceback too (or set MLKIT_DEBUG=1)")
+    ] = False,
+) -> None:
+    "mlkit: notebook-first ML from experiment to served model."
+    global _debug
+    _debug = _debug or debug
 
 
 def _console():
@@ -83,7 +116,8 @@ def _overrides(notebook: Path, param: list[str] | None, params_file: Path | None
 def run(
     notebook: Annotated[Path, typer.Argument(help="experiment notebook to execute")],
     param: Annotated[
-        list[str] | None, typer.Option("-p", "--param", help="override: name=value (repeatable)")
+        list[str] | None,
+        typer.Option("-p", "--param", metavar="NAME=VALUE", help="override a parameter (repeatable)"),
     ] = None,
     params_file: Annotated[
         Path | None, typer.Option("-f", "--params-file", help="YAML file of overrides")
@@ -96,16 +130,24 @@ def run(
 
     Exits as papermill does: 0 when the notebook ran, or stopped itself with sys.exit(0) or `raise SystemExit`
     (a warning says so; the run is recorded 'stopped'); 1 when a cell raised (KeyboardInterrupt included: the
-    run is 'stopped') or exited non-zero. Ctrl-C on this command records the run 'stopped' and exits 130, as
-    every typer command does (papermill, through click, exits 1): 128 + SIGINT tells an interrupt from a failure.
+    run is 'stopped') or exited non-zero. Ctrl-C on this command records the run 'stopped', prints one line naming
+    it and exits 130 (papermill, through click, exits 1): 128 + SIGINT tells an interrupt from a failure. The kernel's
+    own log goes to the run's kernel.log.
     """
     import datetime as dt
 
+    overrides = _overrides(notebook, param, params_file)  # checked before papermill and the rest are imported
+
     from mlkit.runs.runner import run_notebook
 
-    overrides = _overrides(notebook, param, params_file)
     started = dt.datetime.now(dt.UTC)
-    record = run_notebook(notebook, overrides, force=force)
+    try:
+        record = run_notebook(notebook, overrides, force=force)
+    except KeyboardInterrupt as err:  # Ctrl-C: the runner recorded the run 'stopped' and says which in a note
+        if _returning.get():  # in a notebook (`%mlkit run`) the interrupt stops the cell, as any other
+            raise
+        typer.echo(f"stopped: {(getattr(err, '__notes__', None) or ['interrupted'])[-1]}", err=True)
+        raise typer.Exit(130) from None
     if record.created_at < started:
         typer.echo(
             f"cached: run {record.id} has the same notebook, parameters and data (--force reruns)", err=True
@@ -141,10 +183,7 @@ def runs(
         str | None, typer.Option(help="only runs of this notebook (path from the root)")
     ] = None,
     study: Annotated[str | None, typer.Option(help="only trials of this sweep study")] = None,
-    status: Annotated[
-        str | None,
-        typer.Option(help="only runs with this status: running, finished, failed, pruned, stopped"),
-    ] = None,
+    status: Annotated[Status | None, typer.Option(help="only runs with this status")] = None,
     sort: Annotated[
         str | None, typer.Option(help="rank by this metric (default: each run's primary metric)")
     ] = None,
@@ -178,13 +217,13 @@ def sweep(
         int, typer.Option("--trials", help="trials in total (across all drivers of the study)")
     ],
     workers: Annotated[int | None, typer.Option(help="LocalCluster worker processes")] = None,
-    sampler: Annotated[str, typer.Option(help="tpe | random | grid")] = "tpe",
-    pruner: Annotated[str, typer.Option(help="median | hyperband | none")] = "median",
+    sampler: Annotated[Sampler, typer.Option(help="Optuna sampler")] = "tpe",
+    pruner: Annotated[Pruner, typer.Option(help="Optuna pruner of unpromising trials")] = "median",
     metric: Annotated[
         str | None, typer.Option(help="metric to optimise (default: the primary metric)")
     ] = None,
     direction: Annotated[
-        str | None, typer.Option(help="maximize | minimize (default: the metric's, e.g. rmse minimizes)")
+        Direction | None, typer.Option(help="default: the metric's own (e.g. rmse minimizes)")
     ] = None,
     storage: Annotated[
         str | None, typer.Option(help="Optuna storage: journal file or SQLAlchemy URL")
@@ -200,7 +239,9 @@ def sweep(
     seed: Annotated[int | None, typer.Option(help="sampler seed")] = None,
     param: Annotated[
         list[str] | None,
-        typer.Option("-p", "--param", help="a fixed parameter of every trial: name=value (repeatable)"),
+        typer.Option(
+            "-p", "--param", metavar="NAME=VALUE", help="a fixed parameter of every trial (repeatable)"
+        ),
     ] = None,
     params_file: Annotated[
         Path | None, typer.Option("-f", "--params-file", help="YAML file of fixed parameters")
@@ -243,7 +284,7 @@ def report(
 def export(
     run_id: Annotated[str, typer.Argument(help="a finished run that logged a model")],
     quantize: Annotated[
-        list[str] | None, typer.Option(help="also try a quantized variant: int8, fp16")
+        list[Quantize] | None, typer.Option(help="also try a quantized variant (repeatable)")
     ] = None,
     card: Annotated[bool, typer.Option(help="write the version's model card under reports/models/")] = True,
 ) -> None:
@@ -254,7 +295,7 @@ def export(
 
     steps = ["convert", "parity", "latency", *(["quantize"] if quantize else []), "save"]
     with StepProgress(f"export {run_id}", steps, console=_console_err()) as progress:
-        result = export_run(run_id, quantize=quantize or [], on_step=progress.step)
+        result = export_run(run_id, quantize=[q.value for q in quantize or []], on_step=progress.step)
     p = result.parity
     typer.echo(
         f"parity on {p.n_rows} holdout rows: max |dp| {p.max_abs_diff:.2e}, label agreement {p.label_agreement:.2%}"
@@ -486,7 +527,7 @@ def data_add(
         ),
     ],
     target: Annotated[str, typer.Option(help="the column to predict")],
-    task: Annotated[str | None, typer.Option(help="classification | regression (default: inferred)")] = None,
+    task: Annotated[Task | None, typer.Option(help="default: inferred from the target column")] = None,
     time_column: Annotated[str | None, typer.Option(help="rows sorted by it; not a feature")] = None,
     drop: Annotated[
         list[str] | None, typer.Option(help="a column that is not a feature, e.g. an id (repeatable)")
@@ -562,7 +603,7 @@ def demo() -> None:
 
 @app.command()
 def lab(
-    port: Annotated[int | None, typer.Option(help="TCP port (default: a free one)")] = None,
+    port: Annotated[int | None, typer.Option(min=1, max=65535, help="TCP port (default: a free one)")] = None,
     ip: Annotated[str, typer.Option(help="interface to bind (loopback: this machine only)")] = "127.0.0.1",
     root: Annotated[Path | None, typer.Option(help="folder to serve (default: the project root)")] = None,
     browser: Annotated[bool, typer.Option("--browser", help="open a browser tab")] = False,
@@ -586,14 +627,26 @@ def docs(
     typer.echo(build_docs(out=out, readme=readme))
 
 
-def main() -> None:
-    "Console entry point: an MlkitError becomes one clear line on stderr and exit code 1, never a traceback."
+def _one_line(err: Exception) -> str:
+    "What `mlkit` prints for a failure: an MlkitError's message; for any other error its type and first line."
     from mlkit.core import MlkitError
 
+    if isinstance(
+        err, MlkitError | OSError
+    ):  # mlkit's own, or a file the user named: the message says it all
+        return f"error: {err}"
+    first = next((line for line in str(err).splitlines() if line.strip()), "")
+    return f"error: {type(err).__name__}: {first} (`mlkit --debug ...` or MLKIT_DEBUG=1 shows the traceback)"
+
+
+def main() -> None:
+    "Console entry point: a failure becomes one line on stderr and exit code 1; the traceback only under --debug."
     try:
         app()
-    except MlkitError as err:
-        typer.echo(f"error: {err}", err=True)
+    except Exception as err:
+        if _debug or os.environ.get("MLKIT_DEBUG", "").lower() in ("1", "true", "yes"):
+            raise
+        typer.echo(_one_line(err), err=True)
         sys.exit(1)
 
 

@@ -190,20 +190,42 @@ def migrate(engine: sa.Engine) -> int:
     return len(MIGRATIONS)
 
 # %% ../nbs/01_db.ipynb #c2fa8b5d
+_DAMAGED = ("file is not a database", "database disk image is malformed")  # SQLite's words for a bad file
+
+
+def _refuse_damaged(context: sa.engine.ExceptionContext) -> None:
+    "A `handle_error` hook: SQLite finding its file is no database, or a damaged one, raises a ConfigError naming it."
+    reason = next((r for r in _DAMAGED if r in str(context.original_exception)), None)
+    if (
+        reason is not None
+        and context.engine is not None
+        and context.engine.url.get_backend_name() == "sqlite"
+    ):
+        path = context.engine.url.database
+        raise ConfigError(
+            f"{path} is not a usable SQLite database ({reason}): move it aside (mv {path} {path}.broken) and mlkit "
+            "starts an empty one there, or point run_db (settings.ini, MLKIT_RUN_DB) at another database."
+        ) from context.original_exception
+
+
 @functools.cache
 def _engine(url: str, pid: int) -> sa.Engine:
     if url.startswith("sqlite:///") and url != "sqlite:///:memory:":
         Path(url[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
     args = {"connect_args": {"timeout": 30}} if url.startswith("sqlite") else {"pool_pre_ping": True}
     engine = sa.create_engine(url, **args)
+    sa.event.listen(engine, "handle_error", _refuse_damaged)  # when migrating, and on any later query
     try:
         migrate(engine)
     except sa.exc.DatabaseError as err:
         engine.dispose()
         raise ConfigError(
             f"The database at {_safe(url)} cannot be used: {err.orig or err}. Check the URL (run_db in settings.ini, "
-            "or MLKIT_RUN_DB); a SQLite file that is not a database must be moved away."
+            "or MLKIT_RUN_DB) and that the server is up."
         ) from err
+    except ConfigError:
+        engine.dispose()
+        raise
     return engine
 
 

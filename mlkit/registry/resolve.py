@@ -9,7 +9,7 @@ __all__ = ['Resolved', 'resolve_model']
 import dataclasses
 
 from ..core import NotFound, Settings, get_settings
-from .aliases import aliases
+from .aliases import _ALIAS, aliases
 from .store import get_model, list_models, store_home
 
 # %% ../../nbs/registry/03_resolve.ipynb #6c28d861
@@ -43,7 +43,11 @@ def resolve_model(
             "Run `mlkit export RUN_ID` (or `make demo`) first, or set MLKIT_MODEL to a tag."
         )
     known = ", ".join(aliases(settings)) or "none yet"
+    hint = (  # promoting to it helps only if it could be an alias
+        f"Promote a model first: `mlkit promote TAG --alias {ref}`, or name a tag"
+        if _ALIAS.fullmatch(ref)
+        else "Name an alias, a model or a tag (name:version)"
+    )
     raise NotFound(
-        f"No alias '{ref}' and no model of that name (aliases: {known}). Promote a model first: "
-        f"`mlkit promote TAG --alias {ref}`, or name a tag (`mlkit models` lists them)."
+        f"No alias '{ref}' and no model of that name (aliases: {known}). {hint} (`mlkit models` lists them)."
     )

@@ -91,6 +91,13 @@ def get_model(tag: str, settings: Settings | None = None):
     import bentoml
 
     try:
+        bentoml.Tag.from_taglike(tag)
+    except (bentoml.exceptions.BentoMLException, ValueError) as err:  # BentoML's message: 'Invalid Tag ...'
+        raise ConfigError(
+            f"'{tag}' is not a model tag: a tag is name:version, each lowercase letters, digits, '_', '-' or '.', "
+            "beginning and ending with a letter or digit. `mlkit models` lists the tags."
+        ) from err
+    try:
         return bentoml.models.get(tag, _model_store=model_store(settings))
     except bentoml.exceptions.NotFound as err:
         raise NotFound(

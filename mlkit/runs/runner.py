@@ -15,12 +15,12 @@ import logging
 import os
 import subprocess
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import nbformat
 
 from ..core import RunFailed, Settings, get_settings, new_run_id
-from .params import parse_parameters, resolve_parameters
+from .params import parse_parameters, read_notebook, resolve_parameters
 from .tracking import RUN_DIR_ENV, read_history, read_run_outputs
 from .store import RunRecord, RunStore
 from .wandb_log import log_to_wandb
@@ -31,7 +31,7 @@ from ..data.datasets import load_dataset
 def notebook_hash(path: Path | str) -> str:
     "SHA-256 of the cell types and sources of the notebook at `path`, prefixed 'sha256:'."
     h = hashlib.sha256()
-    for cell in nbformat.read(path, as_version=4).cells:
+    for cell in read_notebook(path).cells:
         h.update(f"{cell.cell_type}\0{cell.source}\0".encode())
     return "sha256:" + h.hexdigest()
 
@@ -124,13 +124,15 @@ class RunStopped(RunFailed):
     "The notebook was interrupted (KeyboardInterrupt) before its end; its record says 'stopped' at which cell."
 
 # %% ../../nbs/runs/06_runner.ipynb #ecc3f5ef
-def _kernel_manager(env: dict[str, str]) -> type:
+def _kernel_manager(env: dict[str, str], log: IO[bytes] | None = None) -> type:
     "A kernel manager class whose kernels get `env` on top of this process's environment, which stays as it is."
     from jupyter_client.manager import AsyncKernelManager
 
     class KernelWithEnv(AsyncKernelManager):
         async def _async_pre_start_kernel(self, **kw):
             kw["env"] = {**kw.get("env", os.environ), **env}
+            if log is not None:  # the kernel process's own output (its log, not the cells'): into `log`
+                kw["stdout"] = kw["stderr"] = log
             return await super()._async_pre_start_kernel(**kw)
 
     return KernelWithEnv
@@ -206,7 +208,8 @@ def _execute(path: Path, output: Path, values: dict[str, Any], env: dict[str, st
     "Run `path` into `output` through papermill, `env` added to the kernel's environment: (status, error)."
     import papermill as pm  # heavy: imported when a notebook runs
 
-    kernel_name = nbformat.read(path, as_version=4).metadata.get("kernelspec", {}).get("name") or "python3"
+    kernel_name = read_notebook(path).metadata.get("kernelspec", {}).get("name") or "python3"
+    kernel_log = (output.parent / "kernel.log").open("ab")  # closed below, also after an interrupt
     try:
         pm.execute_notebook(
             str(path),
@@ -218,12 +221,14 @@ def _execute(path: Path, output: Path, values: dict[str, Any], env: dict[str, st
             progress_bar=False,
             log_output=False,
             extra_arguments=["--IPKernelApp.log_level=ERROR"],
-            kernel_manager_class=_kernel_manager(env),  # the kernel's environment, not this process's
+            kernel_manager_class=_kernel_manager(env, kernel_log),  # its environment, and its log
         )
     except pm.PapermillExecutionError as err:  # the notebook raised: papermill kept the evidence
         return _outcome(output, err.ename, err.evalue)
     except Exception as err:  # the kernel died, or papermill could not start: keep what there is
         return "failed", repr(err)
+    finally:
+        kernel_log.close()
     return _outcome(output, None)
 
 
@@ -241,7 +246,7 @@ def _track(store: RunStore, record: RunRecord, settings: Settings, output: Path)
 
 # %% ../../nbs/runs/06_runner.ipynb #584b44ab
 def _interrupted(store: RunStore, run_id: str, output: Path, err: BaseException) -> None:
-    "Record a run this process was interrupted in (Ctrl-C: 'stopped' at the running cell; else 'failed')."
+    "Record a run this process was interrupted in (Ctrl-C: 'stopped' at the running cell, said in a note; else 'failed')."
     stopped = isinstance(err, KeyboardInterrupt)
     error = (
         f"{_stopped_at(_stopped_cell(output, started=True))} by {err!r} (Ctrl-C)"
@@ -251,6 +256,8 @@ def _interrupted(store: RunStore, run_id: str, output: Path, err: BaseException)
     store.update(
         run_id, status="stopped" if stopped else "failed", error=error, finished_at=dt.datetime.now(dt.UTC)
     )
+    if stopped:  # what `mlkit run` prints on Ctrl-C: the interrupt itself goes on
+        err.add_note(f"run {run_id} {error}: it is recorded 'stopped' (`mlkit runs --status stopped`)")
 
 
 def _raise_for(record: RunRecord, output: Path) -> RunRecord:

@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 
 
-from ..core import NotFound, Settings
+from ..core import ConfigError, NotFound, Settings
 from ..db import as_utc, engine, runs_table
 from ..display import Displayable, Grid, Raw, badge, card_html, fmt, kv_table, sparkline
 from .tracking import read_history
@@ -168,6 +168,8 @@ class RunStore:
         cache_key: str | None = None,  # only runs with this cache key
     ) -> list[RunRecord]:
         "Runs, newest first, optionally filtered."
+        if status is not None and status not in STATUSES:
+            raise ConfigError(f"Unknown run status '{status}': choose one of {', '.join(STATUSES)}.")
         q = runs_table.select().order_by(runs_table.c.created_at.desc(), runs_table.c.id.desc())
         for column, value in (
             ("notebook", notebook),
@@ -228,6 +230,11 @@ def leaderboard(
     sort: str | None = None,  # rank by this metric instead of each run's primary metric
 ) -> Leaderboard:
     "The runs table of `records`: ranked finished runs first, then the others, newest first."
+    if (
+        sort and records and not any(sort in r.metrics for r in records)
+    ):  # a typo would rank nothing, silently
+        known = ", ".join(sorted({m for r in records for m in r.metrics})) or "none logged yet"
+        raise ConfigError(f"No run here has a metric '{sort}' to sort by; their metrics: {known}.")
 
     def value(r: RunRecord) -> float | None:
         v = r.metrics.get(sort) if sort else r.score
