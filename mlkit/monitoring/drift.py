@@ -237,7 +237,7 @@ class DriftMonitor:
         self._at = {name: j for j, name in enumerate(self.columns, 1)}
         self._cats = {name: list(e["shares"]) for name, e in watched if e["kind"] == "categorical"}
         self._codes = {name: {c: float(i) for i, c in enumerate(cats)} for name, cats in self._cats.items()}
-        self._plans: dict[tuple, tuple] = {}
+        self._plans: dict[int, tuple] = {}  # by the names list's identity (the service passes the same one)
         shape = (window + 1, len(self.columns) + 1)  # row 0: [rows written so far, ...]
         if self.folder is None:
             self.path, self._ring = None, np.zeros(shape)
@@ -255,18 +255,21 @@ class DriftMonitor:
         outputs: dict[str, np.ndarray] | None = None,  # model outputs watched too, one value per row, by name
     ) -> None:
         "Add one request's rows: copied into the ring, a few microseconds."
-        block = np.full((min(len(X), self.window), len(self.columns) + 1), np.nan)
+        X = X[-self.window :] if len(X) > self.window else X
+        block = np.empty((len(X), len(self.columns) + 1))
         block[:, 0] = time.time()
-        X = X[-self.window :]
         if X.ndim == 2 and not X.dtype.names:  # a float matrix: one copy (the plan is made once per names)
-            src, dst = self._plan(tuple(names))
+            src, dst, missing, cats = self._plan(names)
             block[:, dst] = X[:, src]
-            columns = {}
+            columns = {**dict.fromkeys(missing), **{name: X[:, k] for name, k in cats}}
         else:
-            columns = split_columns(X, names)
-        for name, values in {**columns, **(outputs or {})}.items():
+            columns = {name: None for name in self.columns}
+            columns.update(split_columns(X, names))
+        if outputs:
+            columns.update(outputs)
+        for name, values in columns.items():
             if (j := self._at.get(name)) is not None:
-                block[:, j] = self._encode(name, values[-self.window :])
+                block[:, j] = np.nan if values is None else self._encode(name, values[-self.window :])
         with self._lock:
             i, n = self._n % self.window, len(block)
             first = min(n, self.window - i)
@@ -275,12 +278,15 @@ class DriftMonitor:
             self._n += n
             self._ring[0, 0] = self._n
 
-    def _plan(self, names: tuple) -> tuple:
-        if (plan := self._plans.get(names)) is None:
+    def _plan(self, names: Sequence[str]) -> tuple:
+        "Which columns of a float matrix go where in the ring, and the watched columns it lacks (NaN)."
+        if (plan := self._plans.get(id(names))) is None or plan[0] is not names:
             pairs = [(k, self._at[n]) for k, n in enumerate(names) if n in self._at and n not in self._cats]
             src, dst = [k for k, _ in pairs], [j for _, j in pairs]
-            plan = self._plans[names] = (_span(src), _span(dst))
-        return plan
+            missing = [n for n in self.columns if n not in names]
+            cats = [(n, k) for k, n in enumerate(names) if n in self._cats]  # coded one value at a time
+            plan = self._plans[id(names)] = (names, _span(src), _span(dst), missing, cats)
+        return plan[1:]
 
     def _encode(self, name: str, values) -> np.ndarray:
         if (codes := self._codes.get(name)) is None:

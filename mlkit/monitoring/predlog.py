@@ -61,39 +61,44 @@ def _part(a) -> bytes:
     return _PART.pack(len(b)) + b
 
 
-def _unpart(b: bytes, spec) -> np.ndarray:
+def _column(parts: list[bytes], spec) -> np.ndarray:
+    "One array from the parts of many records: one `frombuffer` for plain dtypes, JSON decoded for object ones."
     dtype, shape = _dtype(spec[0]), spec[1]
     if not dtype.hasobject:
-        return np.frombuffer(b, dtype).reshape(-1, *shape)
-    values = msgspec.json.decode(b)
+        return np.frombuffer(b"".join(parts), dtype).reshape(-1, *shape)
+    values = [v for b in parts for v in msgspec.json.decode(b)]
     return np.array([tuple(v) for v in values] if dtype.names else values, dtype=dtype)
 
 
-def _read_wal(path: Path) -> tuple[dict | None, list]:
-    "A write-ahead file's layout and whole records (ids, X, labels, probabilities, time); a cut-off tail is left out."
+def _read_wal(path: Path) -> tuple[dict | None, dict | None]:
+    "A write-ahead file's layout and the columns of its whole records (a cut-off tail is left out); None, None if empty."
     data = path.read_bytes()
     if not data.startswith(_MAGIC) or b"\n" not in data[len(_MAGIC) :]:
-        return None, []  # cut before its layout line: no record in it
+        return None, None  # cut before its layout line: no record in it
     end = data.index(b"\n", len(_MAGIC))
-    layout, at, records = json.loads(data[len(_MAGIC) : end]), end + 1, []
+    layout, at = json.loads(data[len(_MAGIC) : end]), end + 1
+    parts, counts, stamps = ([], [], [], []), [], []
     while at + _HEAD.size <= len(data):
         size, n, stamp = _HEAD.unpack_from(data, at)
         body_end = at + _HEAD.size + size
         if body_end > len(data):
             break
-        parts, p = [], at + _HEAD.size
-        while p < body_end:
+        p = at + _HEAD.size
+        for kept in parts:
             (k,) = _PART.unpack_from(data, p)
-            parts.append(data[p + _PART.size : p + _PART.size + k])
+            kept.append(data[p + _PART.size : p + _PART.size + k])
             p += _PART.size + k
-        ids = msgspec.json.decode(parts[0])
-        arrays = [
-            _unpart(b, layout[name])
-            for b, name in zip(parts[1:], ("X", "labels", "probabilities"), strict=True)
-        ]
-        records.append((ids, *arrays, stamp))
+        counts.append(n)
+        stamps.append(stamp)
         at = body_end
-    return layout, records
+    if not counts:
+        return layout, None
+    ids = msgspec.json.decode(b"[" + b",".join(b[1:-1] for b in parts[0] if len(b) > 2) + b"]")
+    columns = {
+        name: _column(kept, layout[name])
+        for name, kept in zip(("X", "labels", "probabilities"), parts[1:], strict=True)
+    }
+    return layout, {"ids": ids, "stamps": np.repeat(stamps, counts), **columns}
 
 # %% ../../nbs/monitoring/01_predlog.ipynb #31f5992c
 class PredictionLog:
@@ -255,26 +260,25 @@ def _run(self: PredictionLog) -> None:
             self.last_error = f"{type(err).__name__}: {err}"
 
 # %% ../../nbs/monitoring/01_predlog.ipynb #12b2093b
-def _table(layout: dict, records: list):
-    "The Parquet table of a write-ahead file's records."
+def _table(layout: dict | None, columns: dict | None):
+    "The Parquet table of a write-ahead file's records (None when it has none)."
     import pyarrow as pa
 
-    if not records:
+    if columns is None:
         return None
-    ids = [i for r in records for i in r[0]]
-    X, labels, probabilities = (np.concatenate([r[k] for r in records]) for k in (1, 2, 3))
-    stamps = np.repeat([r[4] for r in records], [len(r[0]) for r in records])
-    probabilities = probabilities.astype(np.float64)
+    probabilities = columns["probabilities"].astype(np.float64)
     return pa.table(
         {
-            "__time__": pa.array((stamps * 1e6).astype("int64"), type=pa.timestamp("us", tz="UTC")),
-            "__id__": pa.array(ids, type=pa.string()),
-            "__model__": pa.array([layout["model"]] * len(ids), type=pa.string()),
-            "__prediction__": pa.array(labels),
+            "__time__": pa.array(
+                (columns["stamps"] * 1e6).astype("int64"), type=pa.timestamp("us", tz="UTC")
+            ),
+            "__id__": pa.array(columns["ids"], type=pa.string()),
+            "__model__": pa.array([layout["model"]] * len(columns["ids"]), type=pa.string()),
+            "__prediction__": pa.array(columns["labels"]),
             "__probabilities__": pa.FixedSizeListArray.from_arrays(
                 pa.array(probabilities.ravel()), probabilities.shape[1]
             ),
-            **{name: pa.array(v) for name, v in split_columns(X, layout["names"]).items()},
+            **{name: pa.array(v) for name, v in split_columns(columns["X"], layout["names"]).items()},
         }
     )
 
