@@ -102,6 +102,7 @@ class Settings:
     body_timeout_s: float  # a request body not received whole within this many seconds gets 408
     max_batch_size: int  # adaptive batching of /predict_batch: most records in one model call
     max_latency_ms: float  # adaptive batching: the latency budget (what would exceed it is answered alone)
+    workers: int  # `bentoml serve` worker processes; /metrics, /drift and the prediction log cover them all
     monitor_dir: Path | None  # where the service logs inputs and predictions (Parquet); None: not logged
     drift_window: int  # recent values per feature the service tests for drift
     drift_alpha: float  # false-discovery rate of the drift tests
@@ -209,6 +210,7 @@ _KEYS: dict[str, tuple[str, Any, str]] = {
     "body_timeout_s": ("serving", _positive, "5"),
     "max_batch_size": ("serving", _positive_int, "1000"),
     "max_latency_ms": ("serving", _positive, "100"),
+    "workers": ("serving", _positive_int, "1"),
     "monitor_dir": ("serving", str, ".mlkit/monitor"),
     "drift_window": ("serving", _positive_int, "1000"),
     "drift_alpha": ("serving", _share, "0.05"),

@@ -10,8 +10,10 @@ __all__ = ['PROFILE_ROWS', 'DRIFT_TESTS', 'feature_kind', 'reference_profile', '
 import datetime as dt
 import html
 import math
+import os
+import secrets
 import threading
-from collections import deque
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -209,37 +211,42 @@ def drift_report(
     return DriftReport(results, alpha, min_rows, rows, model=model)
 
 # %% ../../nbs/monitoring/00_drift.ipynb #e62214ca
+_OTHER = "\x00other"  # a categorical value the profile never saw (no profile category can be this)
+
+
 class DriftMonitor:
-    "A sliding window of recent inputs, tested against the reference profile on demand."
+    "A sliding window of recent inputs, tested against the reference profile on demand; shareable across processes."
 
     def __init__(
         self,
         profile: dict[str, Any],  # the model's reference profile
-        window: int = 1000,  # recent values kept per feature
+        window: int = 1000,  # recent rows kept
         alpha: float = 0.05,
         min_rows: int = 100,
         model: str | None = None,
+        folder: Path
+        | str
+        | None = None,  # a folder the service's workers share; None: this monitor's rows only
     ):
         if window < min_rows:
             raise ValueError(f"window ({window}) must hold at least min_rows ({min_rows}) values.")
         self.profile, self.alpha, self.min_rows, self.model = profile, alpha, min_rows, model
-        self.window = window
-        self._recent = {
-            name: deque(maxlen=window) for name, e in profile["features"].items() if e["kind"] in DRIFT_TESTS
-        }
-        self._pending: deque[tuple[np.ndarray, dict]] = (
-            deque()
-        )  # (inputs, outputs) of requests not yet folded
-        self._count = 0
+        self.window, self.folder = window, (Path(folder) if folder is not None else None)
+        watched = [(name, e) for name, e in profile["features"].items() if e["kind"] in DRIFT_TESTS]
+        self.columns = [name for name, _ in watched]  # ring column j + 1 (column 0 is the time)
+        self._at = {name: j for j, name in enumerate(self.columns, 1)}
+        self._cats = {name: list(e["shares"]) for name, e in watched if e["kind"] == "categorical"}
+        self._codes = {name: {c: float(i) for i, c in enumerate(cats)} for name, cats in self._cats.items()}
+        self._plans: dict[int, tuple] = {}  # by the names list's identity (the service passes the same one)
+        shape = (window + 1, len(self.columns) + 1)  # row 0: [rows written so far, ...]
+        if self.folder is None:
+            self.path, self._ring = None, np.zeros(shape)
+        else:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            self.path = self.folder / f"drift-{os.getpid()}-{secrets.token_hex(4)}.npy"
+            self._ring = np.lib.format.open_memmap(self.path, mode="w+", dtype=np.float64, shape=shape)
+        self._n = 0
         self._lock = threading.Lock()
-
-    def observe(self, columns: dict[str, Sequence]) -> None:
-        "Add recent values, one list per feature (features not profiled are ignored)."
-        with self._lock:
-            self._fold()
-            for name, values in columns.items():
-                if (d := self._recent.get(name)) is not None:
-                    d.extend(values)
 
     def observe_matrix(
         self,
@@ -247,36 +254,88 @@ class DriftMonitor:
         names: Sequence[str],  # its feature names
         outputs: dict[str, np.ndarray] | None = None,  # model outputs watched too, one value per row, by name
     ) -> None:
-        "Add one request's rows; O(1) per call, folded in when the window is read."
-        with self._lock:
-            self._pending.append((X, outputs or {}))
-            self._names = names
-            self._count += len(X)
-            # drop requests whose rows the newer ones have already pushed out of the window: no copying here, the
-            # request path only queues arrays (folding on the event loop cost ~7% of /predict_batch's throughput)
-            while self._count - len(self._pending[0][0]) >= self.window:
-                self._count -= len(self._pending.popleft()[0])
-
-    def _fold(self) -> None:
-        if not self._pending:
-            return
-        pending, self._pending, self._count = self._pending, deque(), 0
-        columns = split_columns(np.concatenate([X for X, _ in pending]), self._names)
-        for name in {name for _, outputs in pending for name in outputs}:
-            columns[name] = np.concatenate([outputs[name] for _, outputs in pending if name in outputs])
+        "Add one request's rows: copied into the ring, a few microseconds."
+        X = X[-self.window :] if len(X) > self.window else X
+        block = np.empty((len(X), len(self.columns) + 1))
+        block[:, 0] = time.time()
+        if X.ndim == 2 and not X.dtype.names:  # a float matrix: one copy (the plan is made once per names)
+            src, dst, missing, cats = self._plan(names)
+            block[:, dst] = X[:, src]
+            columns = {**dict.fromkeys(missing), **{name: X[:, k] for name, k in cats}}
+        else:
+            columns = {name: None for name in self.columns}
+            columns.update(split_columns(X, names))
+        if outputs:
+            columns.update(outputs)
         for name, values in columns.items():
-            if (d := self._recent.get(name)) is not None:
-                d.extend(values[-self.window :].tolist())
+            if (j := self._at.get(name)) is not None:
+                block[:, j] = np.nan if values is None else self._encode(name, values[-self.window :])
+        with self._lock:
+            i, n = self._n % self.window, len(block)
+            first = min(n, self.window - i)
+            self._ring[1 + i : 1 + i + first] = block[:first]
+            self._ring[1 : 1 + n - first] = block[first:]
+            self._n += n
+            self._ring[0, 0] = self._n
+
+    def _plan(self, names: Sequence[str]) -> tuple:
+        "Which columns of a float matrix go where in the ring, and the watched columns it lacks (NaN)."
+        if (plan := self._plans.get(id(names))) is None or plan[0] is not names:
+            pairs = [(k, self._at[n]) for k, n in enumerate(names) if n in self._at and n not in self._cats]
+            src, dst = [k for k, _ in pairs], [j for _, j in pairs]
+            missing = [n for n in self.columns if n not in names]
+            cats = [(n, k) for k, n in enumerate(names) if n in self._cats]  # coded one value at a time
+            plan = self._plans[id(names)] = (names, _span(src), _span(dst), missing, cats)
+        return plan[1:]
+
+    def _encode(self, name: str, values) -> np.ndarray:
+        if (codes := self._codes.get(name)) is None:
+            return np.asarray(values, dtype=np.float64)
+        other = float(len(codes))
+        return np.array(
+            [np.nan if v is None or v == "" else codes.get(str(v), other) for v in values], dtype=np.float64
+        )
+
+    def _rows(self) -> np.ndarray:
+        "The newest `window` rows of every ring in the folder (or of this one), oldest first."
+        with self._lock:
+            parts = [_filled(self._ring)]
+        for path in self.folder.glob("drift-*.npy") if self.folder is not None else ():
+            if path != self.path:
+                try:
+                    ring = np.load(path, mmap_mode="r")
+                except (OSError, ValueError):  # a ring being created this instant
+                    continue
+                if ring.shape == self._ring.shape:
+                    parts.append(_filled(ring))
+        rows = np.concatenate(parts)
+        return rows[np.argsort(rows[:, 0], kind="stable")][-self.window :]
 
     def recent(self) -> dict[str, list]:
-        "A copy of the window."
-        with self._lock:
-            self._fold()
-            return {k: list(v) for k, v in self._recent.items()}
+        "The window, one list per watched feature."
+        rows = self._rows()
+        out = {}
+        for j, name in enumerate(self.columns, 1):
+            col = rows[:, j]
+            if (cats := self._cats.get(name)) is None:
+                out[name] = col.tolist()
+            else:
+                out[name] = [None if c != c else cats[int(c)] if c < len(cats) else _OTHER for c in col]
+        return out
 
     def report(self) -> DriftReport:
         "Test the window now."
         return drift_report(self.profile, self.recent(), self.alpha, self.min_rows, self.model)
+
+
+def _filled(ring: np.ndarray) -> np.ndarray:
+    "A ring's written rows, copied."
+    return np.array(ring[1 : 1 + min(int(ring[0, 0]), len(ring) - 1)])
+
+
+def _span(idx: list[int]):
+    "A slice for consecutive indices (a view, faster than fancy indexing), else the list."
+    return slice(idx[0], idx[-1] + 1) if idx and idx == list(range(idx[0], idx[-1] + 1)) else idx
 
 # %% ../../nbs/monitoring/00_drift.ipynb #a91a4e17
 _STYLE = """

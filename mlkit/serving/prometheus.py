@@ -5,13 +5,34 @@
 # %% auto #0
 __all__ = ['Metrics']
 
+# %% ../../nbs/serving/01_prometheus.ipynb #df9868e6
+import os
+from pathlib import Path
+
+from ..core import MlkitError
+
 # %% ../../nbs/serving/01_prometheus.ipynb #526d9df6
 class Metrics:
     "The service's Prometheus metrics: requests, predictions, rejections, latency, drift, the log's losses."
 
-    def __init__(self):
-        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+    def __init__(
+        self,
+        folder: Path
+        | str
+        | None = None,  # the workers' shared folder (PROMETHEUS_MULTIPROC_DIR); None: this process only
+    ):
+        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, values
 
+        self.folder = Path(folder) if folder is not None else None
+        if self.folder is not None and (
+            not values.ValueClass._multiprocess
+            or os.environ.get("PROMETHEUS_MULTIPROC_DIR") != str(self.folder)
+        ):
+            raise MlkitError(
+                f"Metrics shared in {self.folder} need PROMETHEUS_MULTIPROC_DIR={self.folder} in the environment "
+                "before prometheus_client is first imported (mlkit.serving.service sets it); "
+                f"got {os.environ.get('PROMETHEUS_MULTIPROC_DIR')!r}."
+            )
         self.registry = r = CollectorRegistry()
         self.requests = Counter(
             "mlkit_requests", "Requests answered, by endpoint and status", ["endpoint", "status"], registry=r
@@ -38,23 +59,39 @@ class Metrics:
             buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096),
             registry=r,
         )
+        latest = {
+            "registry": r,
+            "multiprocess_mode": "mostrecent",
+        }  # every worker tests the same shared window
         self.drift_p = Gauge(
-            "mlkit_drift_p_adjusted", "Adjusted drift p-value per feature", ["feature"], registry=r
+            "mlkit_drift_p_adjusted", "Adjusted drift p-value per feature", ["feature"], **latest
         )
         self.drift_stat = Gauge(
-            "mlkit_drift_statistic", "Drift test statistic per feature", ["feature"], registry=r
+            "mlkit_drift_statistic", "Drift test statistic per feature", ["feature"], **latest
         )
         self.drifted = Gauge(
-            "mlkit_drift_detected", "1 when the feature is flagged as drifted", ["feature"], registry=r
+            "mlkit_drift_detected", "1 when the feature is flagged as drifted", ["feature"], **latest
         )
-        self.alarm = Gauge("mlkit_drift_alarm", "1 when any feature is flagged as drifted", registry=r)
-        self.window = Gauge("mlkit_drift_window_rows", "Recent rows in the drift window", registry=r)
-        self.log_dropped = Gauge(
-            "mlkit_prediction_log_dropped", "Logged rows lost (full queue or disk errors)", registry=r
+        self.alarm = Gauge("mlkit_drift_alarm", "1 when any feature is flagged as drifted", **latest)
+        self.window = Gauge("mlkit_drift_window_rows", "Recent rows in the drift window", **latest)
+        self.log_dropped = Counter(
+            "mlkit_prediction_log_dropped",
+            "Answered rows the prediction log lost (disk full or failing)",
+            registry=r,
+        )
+        self.log_errors = Counter(
+            "mlkit_prediction_log_errors",
+            "Prediction log writes that failed (rows lost, or kept for a retry)",
+            registry=r,
         )
 
     def render(self) -> bytes:
-        "The text exposition format."
-        from prometheus_client import generate_latest
+        "The text exposition format: this process's metrics, or all workers' added up."
+        from prometheus_client import CollectorRegistry, generate_latest
+        from prometheus_client.multiprocess import MultiProcessCollector
 
-        return generate_latest(self.registry)
+        if self.folder is None:
+            return generate_latest(self.registry)
+        every = CollectorRegistry()
+        MultiProcessCollector(every, path=str(self.folder))
+        return generate_latest(every)

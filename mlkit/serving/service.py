@@ -13,28 +13,47 @@ GET /metrics, GET /docs.json (the gateway's own OpenAPI document: mlkit.serving.
 Hand-written (not generated): starting a server makes a poor executed doc.
 """
 
+import atexit
 import gc
 import os
+import shutil
 import sys
+import tempfile
+from pathlib import Path
 from typing import Annotated, Any
 
-import bentoml
-from bentoml.validators import ContentType
-from pydantic import Field, WithJsonSchema
+# One folder per `bentoml serve`, fresh at its start, shared by its workers: their Prometheus counters (metrics/)
+# and drift windows (drift/). The first process to import this module (bentoml serve's own, before it starts any
+# worker) makes it; the workers inherit the variable. prometheus_client picks its multiprocess mode at its first
+# import, from PROMETHEUS_MULTIPROC_DIR: BentoML points that at one folder per BENTOML_HOME (two services would
+# share and wipe it), so it is pointed here, before anything below imports prometheus_client.
+_parent = "MLKIT_SERVICE_SHARED" not in os.environ
+if _parent:
+    os.environ["MLKIT_SERVICE_SHARED"] = tempfile.mkdtemp(prefix="mlkit-service-")
+    atexit.register(shutil.rmtree, os.environ["MLKIT_SERVICE_SHARED"], ignore_errors=True)
+_shared = Path(os.environ["MLKIT_SERVICE_SHARED"])
+(_shared / "metrics").mkdir(exist_ok=True)
+os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(_shared / "metrics")
 
-from mlkit.core import get_settings
-from mlkit.models.inference import record_model
-from mlkit.registry.metadata import ModelMetadata
-from mlkit.registry.resolve import resolve_model
-from mlkit.registry.store import configure_store, get_model
-from mlkit.serving.core import ServingCore
-from mlkit.serving.gateway import Gateway
+import bentoml  # noqa: E402  (after the environment above)
+from bentoml.validators import ContentType  # noqa: E402
+from pydantic import Field, WithJsonSchema  # noqa: E402
+
+from mlkit.core import get_settings  # noqa: E402
+from mlkit.models.inference import record_model  # noqa: E402
+from mlkit.registry.metadata import ModelMetadata  # noqa: E402
+from mlkit.registry.resolve import resolve_model  # noqa: E402
+from mlkit.registry.store import configure_store, get_model  # noqa: E402
+from mlkit.serving.core import ServingCore, check_model  # noqa: E402
+from mlkit.serving.gateway import Gateway  # noqa: E402
 
 _settings = get_settings()
 configure_store(_settings)  # BentoML's store in this process (BentoModel below reads it) is the settings' one
 _stored = get_model(
     resolve_model(settings=_settings).tag, _settings
 )  # a clear error when nothing can be served
+if _parent:  # refuse to start, naming the file, rather than start workers that fail on a corrupt model
+    check_model(_stored)
 Record = record_model(ModelMetadata.from_dict(_stored.info.metadata).features)
 Records = Annotated[list[Record], Field(min_length=1, max_length=_settings.max_records)]
 # The gateway answers /predict_batch itself (validated against Record, batched by BentoML's CorkDispatcher with
@@ -48,7 +67,7 @@ def core() -> ServingCore:
     "The serving core of this worker, created once (by the service or by the gateway's first request)."
     global _core
     if _core is None:
-        _core = ServingCore.from_store(_settings)
+        _core = ServingCore.from_store(_settings, _shared)
         _core.start()
         print(f"mlkit: {_core.limits_line()}", file=sys.stderr, flush=True)
         gc.collect()
@@ -63,7 +82,7 @@ def core() -> ServingCore:
     # second a long timeout means long full garbage collections, i.e. the p99 (reports/benchmarks/serving.md)
     # (and longer than body_timeout_s, so a slow body gets the gateway's 408, not BentoML's 504)
     traffic={"timeout": max(10, _settings.body_timeout_s + 5)},
-    workers=1,
+    workers=_settings.workers,  # BENTOML_CONFIG_OPTIONS="services.mlkit_model.workers=N" overrides it
     # the gateway serves mlkit's own Prometheus metrics at /metrics; BentoML's per-request metrics and tracing
     # middleware would double the cost of every request (reports/benchmarks/serving_profile.md)
     metrics={"enabled": False},
