@@ -11,6 +11,7 @@ What "no trial lost, none run twice" means here (`check_study`):
   execution wasted twice); a failed run belongs to an interrupted trial and says why;
 - the journal reloads and the run database passes SQLite's integrity check."""
 
+import re
 import signal
 import sqlite3
 import subprocess
@@ -106,15 +107,15 @@ def test_killed_driver_resumes_without_losing_a_trial_or_running_one_twice(quick
     space = space_file(
         tmp_path, "x: {type: float, low: 0, high: 4}\npause: {type: categorical, choices: [0.5]}\n"
     )
-    args = ["sweep", quick, "--space", space, "--trials", 5, "--workers", 2, "--sampler", "random"]
+    args = ["sweep", quick, "--space", space, "--trials", 4, "--workers", 2, "--sampler", "random"]
     driver = start_sweep(args, env)
     storage = settings.sweep_storage
 
-    def two_done_and_some_running():
+    def one_done_and_some_running():
         done, running = trials_in(storage, ("COMPLETE",)), trials_in(storage, ("RUNNING",))
-        return running if len(done) >= 2 and running else None
+        return running if done and running else None
 
-    running = wait_for(two_done_and_some_running, "two trials completed", proc=driver)
+    running = wait_for(one_done_and_some_running, "a trial completed", proc=driver)
     driver.send_signal(signal.SIGKILL)
     driver.wait()
     killed = {t.number for t in running}
@@ -122,15 +123,17 @@ def test_killed_driver_resumes_without_losing_a_trial_or_running_one_twice(quick
     again = mlkit(*args, env=env)  # the same command: the derived study name resumes it
     assert again.returncode == 0, again.stderr[-2000:]
     name = again.stdout.strip()
-    retried_ = check_study(name, storage, settings, 5, "heartbeat lost")
+    retried_ = check_study(name, storage, settings, 4, "heartbeat lost")
     assert killed <= retried_, "every trial the kill interrupted ran again"
     for r in RunStore(settings.run_db).list(study=name):
         if r.trial in killed and r.status == "failed":
             assert "driver died" in r.error, r.error
+    assert not kernels_of(settings), "no kernel of the killed driver goes on running its notebook"
 
 
-def kernel_of(settings):
-    "A running trial's kernel of this test's project, once it has reported a step (mid-notebook), or None."
+def kernels_of(settings) -> list:
+    "(process, environment) of the trial kernels running for this test's project."
+    found = []
     for proc in psutil.process_iter(["cmdline"]):
         try:
             if "ipykernel_launcher" not in " ".join(proc.info["cmdline"] or []):
@@ -139,9 +142,13 @@ def kernel_of(settings):
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             continue
         if env.get("MLKIT_RUN_DB") == settings.run_db and env.get("MLKIT_TRIAL_ID"):
-            if read_history(Path(env[RUN_DIR_ENV])):
-                return proc, env
-    return None
+            found.append((proc, env))
+    return found
+
+
+def kernel_of(settings):
+    "A trial's kernel of this test's project once it has reported a step (mid-notebook), or None."
+    return next(((p, env) for p, env in kernels_of(settings) if read_history(Path(env[RUN_DIR_ENV]))), None)
 
 
 def test_killed_kernel_fails_its_trial_and_runs_it_again(quick, state, tmp_path):  # noqa: F811
@@ -149,16 +156,17 @@ def test_killed_kernel_fails_its_trial_and_runs_it_again(quick, state, tmp_path)
     space = space_file(
         tmp_path, "x: {type: float, low: 0, high: 4}\npause: {type: categorical, choices: [0.4]}\n"
     )
-    args = ["sweep", quick, "--space", space, "--trials", 3, "--workers", 1, "--sampler", "random"]
+    args = ["sweep", quick, "--space", space, "--trials", 2, "--workers", 1, "--sampler", "random"]
     driver = start_sweep(args, env)
     kernel, kernel_env = wait_for(lambda: kernel_of(settings), "a trial's kernel ran a step", proc=driver)
     kernel.send_signal(signal.SIGKILL)
     out, err = driver.communicate(timeout=300)
     assert driver.returncode == 0, err[-2000:]
     name = out.strip()
-    again = check_study(name, settings.sweep_storage, settings, 3, "its kernel died")
+    again = check_study(name, settings.sweep_storage, settings, 2, "its kernel died")
     killed = RunStore(settings.run_db).get(kernel_env["MLKIT_RUN_ID"])
-    assert killed.trial in again and killed.status == "failed" and "DeadKernelError" in killed.error
+    assert killed.trial in again and killed.status == "failed"
+    assert re.search("DeadKernelError|kernel died", killed.error, re.IGNORECASE), killed.error
     assert Path(killed.output_path).is_file(), "the executed notebook, as far as it went, is kept"
     assert f"trial {killed.trial}: retried" in err, "the progress log says the trial runs again"
 
@@ -170,7 +178,7 @@ def test_postgres_restarted_mid_sweep_loses_nothing(quick, state, tmp_path, post
     space = space_file(
         tmp_path, "x: {type: float, low: 0, high: 4}\npause: {type: categorical, choices: [0.4]}\n"
     )
-    args = ["sweep", quick, "--space", space, "--trials", 4, "--workers", 1, "--sampler", "random"]
+    args = ["sweep", quick, "--space", space, "--trials", 2, "--workers", 1, "--sampler", "random"]
     args += ["--storage", postgres_url, "--study", "restarted"]
     driver = start_sweep(args, env)
     wait_for(lambda: kernel_of(settings), "a trial ran a step", proc=driver)
@@ -182,4 +190,4 @@ def test_postgres_restarted_mid_sweep_loses_nothing(quick, state, tmp_path, post
     out, err = driver.communicate(timeout=300)
     assert driver.returncode == 0, err[-2000:]
     assert "stopped answering" in err, "the driver saw the server go and waited for it"
-    assert check_study("restarted", postgres_url, settings, 4, "interrupted") == set(), "nothing ran again"
+    assert check_study("restarted", postgres_url, settings, 2, "interrupted") == set(), "nothing ran again"

@@ -96,7 +96,7 @@ def run_trial(
     except RunFailed as err:
         runs = [r for r in store.list(study=study) if r.trial == trial_number]
         state, error = "pruned" if isinstance(err, RunPruned) else "fail", str(err).splitlines()[0]
-        out = {"state": state, "error": error, "run_id": runs[-1].id if runs else None}
+        out = {"state": state, "error": error, "run_id": runs[0].id if runs else None}
         if _kernel_died(error):  # not the notebook's failure: the sweep runs its parameters again
             out.update(interrupted=True, error=f"its kernel died (killed, or out of memory): {error}")
         return out
