@@ -24,6 +24,22 @@ import optuna
 from ..core import ConfigError, Settings
 
 # %% ../../nbs/runs/05_trials.ipynb #d554ed8f
+class _JournalLock:
+    "The journal's write lock as an fcntl lock, which the OS drops when its holder dies, even by SIGKILL."
+
+    def __init__(self, path: str):
+        self.path, self._file = path, None
+
+    def acquire(self) -> bool:
+        self._file = open(self.path, "a")  # JournalStorage calls it under its own thread lock
+        fcntl.flock(self._file, fcntl.LOCK_EX)
+        return True
+
+    def release(self) -> None:
+        fcntl.flock(self._file, fcntl.LOCK_UN)
+        self._file.close()
+
+
 def open_storage(
     location: str,  # journal file path, or a SQLAlchemy URL
 ) -> optuna.storages.BaseStorage:
@@ -40,7 +56,8 @@ def open_storage(
                 time.sleep(0.5 + attempt)
     path = Path(location)
     path.parent.mkdir(parents=True, exist_ok=True)
-    return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(path)))
+    backend = optuna.storages.journal.JournalFileBackend(str(path), lock_obj=_JournalLock(f"{path}.flock"))
+    return optuna.storages.JournalStorage(backend)
 
 
 def storage_location(settings: Settings, storage: str | None = None) -> str:
