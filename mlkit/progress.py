@@ -182,7 +182,10 @@ class SweepProgress:
                 self.best = value
             detail = f"{value:.4g}" if value is not None else info.get("error", "")
             self.bar.log(f"trial {info['number']}: {state} {detail} (run {info.get('run_id')})")
-        self.bar.update(completed=sum(self.counts.values()), status=self.status(), description=description)
+        done = sum(
+            v for k, v in self.counts.items() if k != "retried"
+        )  # a retried trial runs again: not done
+        self.bar.update(completed=done, status=self.status(), description=description)
 
 # %% ../nbs/04_progress.ipynb #ae302ded
 class StepProgress:

@@ -26,6 +26,31 @@ def pg_bin() -> str | None:
     return os.path.dirname(found[-1]) if found else None
 
 
+_clusters: dict[str, tuple] = {}  # url -> (as_user, bindir, data, server options)
+
+
+def pg_start(url: str) -> None:
+    "Start (again) the cluster of `url`, started by `postgres_server`; returns once it takes connections."
+    as_user, bindir, data, options = _clusters[url]
+    log = os.path.join(os.path.dirname(data), "log")
+    subprocess.run(
+        as_user + [f"{bindir}/pg_ctl", "-D", data, "-l", log, "-w", "-t", "60", "start", "-o", options],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+
+
+def pg_stop(url: str) -> None:
+    "Stop the cluster of `url` the way a restart does: open connections are closed, nothing more is accepted."
+    as_user, bindir, data, _ = _clusters[url]
+    subprocess.run(
+        as_user + [f"{bindir}/pg_ctl", "-D", data, "-m", "fast", "-w", "stop"],
+        check=True,
+        capture_output=True,
+    )
+
+
 @contextmanager
 def postgres_server():
     "Start a PostgreSQL cluster on 127.0.0.1; yields a SQLAlchemy URL (psycopg 3) of its `postgres` database."
@@ -46,26 +71,21 @@ def postgres_server():
     run = lambda *cmd: subprocess.run(as_user + list(cmd), check=True, capture_output=True, text=True)  # noqa: E731
     try:
         run(f"{bindir}/initdb", "-D", data, "-U", "mlkit", "--auth=trust", "--no-sync")
-        run(
-            f"{bindir}/pg_ctl",
-            "-D",
+        url = f"postgresql+psycopg://mlkit@127.0.0.1:{port}/postgres"
+        _clusters[url] = (
+            as_user,
+            bindir,
             data,
-            "-l",
-            os.path.join(base, "log"),
-            "-w",
-            "-t",
-            "60",
-            "start",
-            "-o",
             f"-p {port} -k {sock} -c listen_addresses=127.0.0.1 -c fsync=off",
         )
+        pg_start(url)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             with socket.socket() as s:
                 if s.connect_ex(("127.0.0.1", port)) == 0:
                     break
             time.sleep(0.2)
-        yield f"postgresql+psycopg://mlkit@127.0.0.1:{port}/postgres"
+        yield url
     finally:
         if os.path.isdir(data):
             subprocess.run(

@@ -3,10 +3,8 @@ pruning, failures, kill-and-resume, a PostgreSQL storage shared by two drivers, 
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import nbformat
@@ -160,61 +158,6 @@ def test_wandb_groups_trials_by_study(quick, state, tmp_path):
         assert header["run_group"] == result.study and header["job_type"] == "trial"
         history = [r for r in records if r["type"] == "history"]
         assert len(history) == 3, "the three reported intermediate values are W&B history rows"
-
-
-def test_killed_driver_resumes_without_counting_a_trial_twice(quick, state, tmp_path):
-    settings, env = state
-    space = space_file(
-        tmp_path, "x: {type: float, low: 0, high: 4}\npause: {type: categorical, choices: [0.7]}\n"
-    )
-    args = ["sweep", quick, "--space", space, "--trials", 6, "--workers", 2, "--sampler", "random"]
-    driver = subprocess.Popen(
-        [sys.executable, "-m", "mlkit.cli", *map(str, args)],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-    storage = open_storage(settings.sweep_storage)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        studies = optuna.get_all_study_summaries(storage)
-        done = [
-            t
-            for s in studies
-            for t in optuna.load_study(study_name=s.study_name, storage=storage).trials
-            if t.state.name == "COMPLETE"
-        ]
-        running = [
-            t
-            for s in studies
-            for t in optuna.load_study(study_name=s.study_name, storage=storage).trials
-            if t.state.name == "RUNNING"
-        ]
-        if len(done) >= 2 and running:
-            break
-        time.sleep(0.2)
-    else:
-        driver.kill()
-        pytest.fail("the sweep did not complete two trials in time")
-    driver.send_signal(signal.SIGKILL)
-    driver.wait()
-    killed = {t.number for t in running}
-
-    again = mlkit(*args, env=env)
-    assert again.returncode == 0, again.stderr[-2000:]
-    study = optuna.load_study(study_name=again.stdout.strip(), storage=storage)
-    assert len(study.trials) == 6, "the budget holds across the kill"
-    states = {t.number: t.state.name for t in study.trials}
-    assert all(states[n] == "FAIL" for n in killed), states
-    assert all(s in ("COMPLETE", "FAIL") for s in states.values()) and "RUNNING" not in states.values()
-    runs = RunStore(settings.run_db).list(study=study.study_name)
-    numbers = [r.trial for r in runs]
-    assert len(numbers) == len(set(numbers)), "no trial ran twice"
-    for r in runs:
-        if r.trial in killed:
-            assert r.status == "failed" and "driver died" in r.error
-            assert Path(r.output_path).is_file(), "the partial notebook is kept"
 
 
 def test_two_drivers_share_a_postgres_study(quick, state, tmp_path, postgres_url):
