@@ -228,7 +228,11 @@ def _refusal(self: ServingCore, error: dict) -> dict:
     if rules.get(kind):
         item["rule"] = rules[kind]
         item["msg"] += f" (the contract's rule for '{loc[2]}': {rules[kind]})"
-    elif kind == "range" and abs(float(error.get("input", 0))) > self.bounds.get(loc[2], float("inf")):
+    elif (
+        kind == "range"
+        and isinstance(given := error.get("input"), int | float)
+        and abs(given) > self.bounds.get(loc[2], float("inf"))  # an int of any size compares exactly
+    ):
         b = self.bounds[loc[2]]
         item["msg"] = (
             f"Input should be between {-b:.6g} and {b:.6g}: this model computes in float32, and beyond that range "
