@@ -932,6 +932,8 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                      'mlkit.runs.tracking._to_wandb': ('runs/tracking.html#_to_wandb', 'mlkit/runs/tracking.py'),
                                      'mlkit.runs.tracking._update_json': ('runs/tracking.html#_update_json', 'mlkit/runs/tracking.py'),
                                      'mlkit.runs.tracking._wandb_failed': ('runs/tracking.html#_wandb_failed', 'mlkit/runs/tracking.py'),
+                                     'mlkit.runs.tracking._wandb_settings': ( 'runs/tracking.html#_wandb_settings',
+                                                                              'mlkit/runs/tracking.py'),
                                      'mlkit.runs.tracking.current_run_dir': ( 'runs/tracking.html#current_run_dir',
                                                                               'mlkit/runs/tracking.py'),
                                      'mlkit.runs.tracking.log_dataset': ('runs/tracking.html#log_dataset', 'mlkit/runs/tracking.py'),

@@ -24,7 +24,8 @@ from ..data.fingerprints import fingerprint
 from ..models.inference import make_classifier
 from ..metrics import direction, primary_metric
 from ..monitoring.drift import reference_profile
-from .store import save_model
+from .store import get_model, save_model
+from .cards import model_card
 from ..runs.runner import git_state, package_versions
 from ..runs.store import RunRecord, RunStore
 from .convert import EXPORTERS, ParityReport, _run_exporter, check_parity
@@ -207,9 +208,6 @@ log = logging.getLogger(__name__)
 
 def _stored_files(tag: str, settings: Settings) -> dict[str, bytes]:
     "The files of model `tag` in the store (its card written first, once), as W&B's model artifact holds them."
-    from .cards import model_card
-    from .store import get_model
-
     folder = Path(get_model(tag, settings).path)
     card = folder / "card.md"
     if not card.is_file():
@@ -226,8 +224,6 @@ def wandb_model(
     record: RunRecord | None = None,  # its training run (default: from the run database)
 ) -> str | None:
     "Log model `tag` as a W&B model artifact of its training run (with `alias`); the W&B folder, None if not logged."
-    from .store import get_model
-
     settings = settings or get_settings()
     try:
         model = get_model(tag, settings)

@@ -325,6 +325,11 @@ def run_notebook(
         "tags": [f"trial-{trial}"] if trial is not None else [],
         "notebook_hash": nb_hash,
         "runner": True,
+        "wandb": {  # the runner's W&B settings, which may not be the kernel's environment's
+            "wandb_mode": settings.resolved_wandb_mode,
+            "wandb_project": settings.wandb_project,
+            "wandb_dir": str(settings.wandb_dir),
+        },
     }
     atomic_write(run_dir / "run.json", json.dumps(info, default=str))
     kernel_env = {**(env or {}), RUN_DIR_ENV: str(run_dir), "MLKIT_RUN_ID": run_id}

@@ -28,6 +28,7 @@ from .params import parse_parameters, resolve_parameters
 from .runner import RunPruned, run_notebook
 from .space import Dim, grid, load_space, suggest
 from .store import RunStore
+from .wandb_log import LiveRun, start_run
 from mlkit.runs.trials import (
     beat,
     budget_lock,
@@ -426,8 +427,6 @@ def log_sweep_table(
     import re  # here, not in the module's import cell: this cell stays apart from the sweep's own
 
     import pandas as pd
-
-    from mlkit.runs.wandb_log import LiveRun, start_run
 
     settings = settings or get_settings()
     try:

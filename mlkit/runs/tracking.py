@@ -7,6 +7,7 @@ __all__ = ['RUN_DIR_ENV', 'current_run_dir', 'wandb_run', 'log_metrics', 'log_da
            'log_history', 'log_intermediate', 'read_history', 'read_run_outputs']
 
 # %% ../../nbs/runs/03_tracking.ipynb #a47b1d8a
+import dataclasses
 import io
 import json
 import os
@@ -17,7 +18,8 @@ from typing import Any
 
 import warnings
 
-from ..core import atomic_write, find_root, get_settings, new_run_id
+from ..core import Settings, atomic_write, find_root, get_settings, new_run_id
+from .params import parse_parameters
 from .wandb_log import LiveRun, dataset_artifact, start_run, use_artifact
 from .trials import prune_check
 import atexit
@@ -55,8 +57,6 @@ def _hand_parameters() -> dict:
     try:
         from IPython import get_ipython
 
-        from mlkit.runs.params import parse_parameters
-
         ns = get_ipython().user_ns
         path = ns.get("__session__") or os.environ.get("JPY_SESSION_NAME", "")
         if not str(path).endswith(".ipynb"):
@@ -68,13 +68,21 @@ def _hand_parameters() -> dict:
 
 def _run_info() -> dict:
     "What the runner wrote about this run (`run.json`), else a hand run's own id, parameters and group."
-    info = _read_json(current_run_dir() / "run.json")
-    return info or {
+    return _read_json(current_run_dir() / "run.json") or {
         "id": new_run_id(),
         "parameters": _hand_parameters(),
         "group": "by-hand",
         "tags": ["by-hand"],
     }
+
+
+def _wandb_settings() -> Settings:
+    "The kernel's settings, with the runner's W&B settings (`run.json`) over its environment's."
+    wb = _read_json(current_run_dir() / "run.json").get("wandb", {})
+    settings = get_settings()
+    return dataclasses.replace(
+        settings, **{**wb, "wandb_dir": Path(wb.get("wandb_dir") or settings.wandb_dir)}
+    )
 
 
 def _status_of(err: BaseException) -> str:
@@ -106,7 +114,11 @@ def wandb_run() -> LiveRun | None:
     global _live, _live_off
     if _live is None and not _live_off:
         try:
-            settings, info = get_settings(), _run_info()
+            settings = _wandb_settings()
+            if settings.resolved_wandb_mode == "disabled":  # before anything costs: a hand run's parameters
+                _live_off = True
+                return None
+            info = _run_info()
             run = start_run(
                 settings, info["id"], info.get("parameters"), info.get("group"),
                 info.get("job_type", "notebook"), info.get("tags", []), stats=True,
