@@ -165,3 +165,14 @@ def test_a_sweeps_trials_are_a_table(settings, tmp_path):
     assert (header["run_group"], header["job_type"]) == ("wb-table", "sweep")
     data = json.loads(next(folder.glob("files/media/table/trials_*.table.json")).read_text())
     assert [row[data["columns"].index("param/x")] for row in data["data"]] == [1.0, 2.0, 3.0]
+
+
+def test_cli_sync_needs_a_choice_and_lists_a_dry_run(runs):
+    from typer.testing import CliRunner
+
+    from mlkit.cli import app
+
+    done = CliRunner().invoke(app, ["sync", "--run", runs["gbm"].id, "--dry-run"])
+    assert done.exit_code == 0 and done.stdout.startswith("would push offline-run-")
+    refused = CliRunner().invoke(app, ["sync"])
+    assert isinstance(refused.exception, ConfigError) and "mlkit sync --all" in str(refused.exception)
