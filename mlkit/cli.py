@@ -248,7 +248,9 @@ def sweep(
     ] = None,
 ) -> Any:
     "Optuna sweep of NOTEBOOK, each trial a papermill run on a Dask worker; prints the study name."
+    from mlkit.core import get_settings
     from mlkit.progress import SweepProgress
+    from mlkit.runs.sweep import log_sweep_table
     from mlkit.runs.sweep import sweep as run_sweep
 
     fixed = _overrides(notebook, param, params_file)
@@ -258,12 +260,31 @@ def sweep(
             direction=direction, storage=storage, scheduler=scheduler, study=study, max_failures=max_failures,
             force=force, seed=seed, on_event=progress.event, fixed=fixed,
         )  # fmt: skip
+    log_sweep_table(result, get_settings())  # the trials as a W&B table (a warning if W&B fails)
     c = result.counts
     note = (
         f"study {result.study}: {c['complete']} complete, {c['pruned']} pruned, {c['fail']} failed; "
         f"best {result.best_value} with {result.best_params} (run {result.best_run_id})"
     )
     return _show(result, result.study, note=note)
+
+
+@app.command()
+def sync(
+    run_id: Annotated[
+        str | None, typer.Option("--run", help="push this run (all its offline segments)")
+    ] = None,
+    all_runs: Annotated[bool, typer.Option("--all", help="push every offline run not yet synced")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="only list what would be pushed")] = False,
+) -> Any:
+    "Push offline W&B runs and their artifacts to W&B (needs WANDB_API_KEY or `wandb login`); prints what it pushed and skipped."
+    from mlkit.core import ConfigError, get_settings
+    from mlkit.runs.wandb_log import sync_runs
+
+    if bool(run_id) == all_runs:
+        raise ConfigError("Say which runs to push: `mlkit sync --run RUN_ID` or `mlkit sync --all`.")
+    report = sync_runs(get_settings(), run_id, dry_run=dry_run)
+    return _show(report, "\n".join(report.lines()) or "nothing to push: no offline W&B runs")
 
 
 @app.command()
@@ -293,7 +314,7 @@ def export(
     from mlkit.registry.cards import write_card
     from mlkit.registry.export import export_run
 
-    steps = ["convert", "parity", "latency", *(["quantize"] if quantize else []), "save"]
+    steps = ["convert", "parity", "latency", *(["quantize"] if quantize else []), "save", "W&B"]
     with StepProgress(f"export {run_id}", steps, console=_console_err()) as progress:
         result = export_run(run_id, quantize=[q.value for q in quantize or []], on_step=progress.step)
     p = result.parity

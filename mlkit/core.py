@@ -83,6 +83,10 @@ class Settings:
     wandb_mode: str  # auto | offline | online | disabled
     wandb_project: str  # W&B project name
     wandb_dir: Path  # W&B writes its run folders under <wandb_dir>/wandb
+    wandb_max_overhead: float  # the largest share of a training loop's time W&B's history calls may take (rows beyond: sampled)
+    wandb_table_rows: (
+        int  # W&B tables (holdout predictions, trials) beyond this many rows get a random sample
+    )
     parity_atol: float  # largest allowed |ONNX - reference| probability difference
     parity_min_agreement: float  # smallest allowed share of identical labels
     parity_rtol: (
@@ -195,6 +199,8 @@ _KEYS: dict[str, tuple[str, Any, str]] = {
     "wandb_mode": ("tracking", _choice(*_WANDB_MODES), "auto"),
     "wandb_project": ("tracking", str, "mlkit"),
     "wandb_dir": ("tracking", _path, ".mlkit"),
+    "wandb_max_overhead": ("tracking", _share, "0.02"),
+    "wandb_table_rows": ("tracking", _positive_int, "1000"),
     "parity_atol": ("export", _non_negative, "1e-4"),
     "parity_min_agreement": ("export", _share, "0.99"),
     "parity_rtol": ("export", _non_negative, "1e-4"),

@@ -137,6 +137,8 @@ def test_wandb_groups_trials_by_study(quick, state, tmp_path):
 
     from test_runner import wandb_summary
 
+    from mlkit.runs.wandb_log import segments
+
     tracked = dataclasses.replace(settings, wandb_mode="offline")
     result = sweep(
         quick, {"x": {"type": "float", "low": 0, "high": 4}}, n_trials=2, workers=2, settings=tracked
@@ -147,13 +149,17 @@ def test_wandb_groups_trials_by_study(quick, state, tmp_path):
         summary = wandb_summary(run.wandb_path)
         assert f"trial-{run.trial}" in summary["tags"]
         assert summary["config"]["x"] == pytest.approx(run.parameters["x"])
-        log = subprocess.run(
-            [str(Path(sys.executable).parent / "wandb"), "leet", "inspect", "--json", run.wandb_path],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout
-        records = [json.loads(line) for line in log.splitlines() if line.strip()]
+        records = [  # every segment of the run: the kernel's live one holds the history
+            json.loads(line)
+            for segment in segments(tracked, run.id)
+            for line in subprocess.run(
+                [str(Path(sys.executable).parent / "wandb"), "leet", "inspect", "--json", str(segment)],
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout.splitlines()
+            if line.strip()
+        ]
         header = next(r["run"] for r in records if r["type"] == "run")
         assert header["run_group"] == result.study and header["job_type"] == "trial"
         history = [r for r in records if r["type"] == "history"]

@@ -25,6 +25,7 @@ from mlkit.registry.aliases import (
     move_alias,
 )
 from .metadata import ModelMetadata
+from .export import wandb_model
 from .resolve import resolve_model
 from .store import get_model
 
@@ -272,6 +273,7 @@ def promote(
         checks=[dataclasses.asdict(c) for c in checks],
         metrics=metrics,
     )
+    wandb_model(new_tag, settings, alias=alias)  # W&B's alias moves too (a warning if it cannot)
     return AliasChange(alias, new_tag, None if current is None else current.tag, checks, entry)
 
 # %% ../../nbs/registry/04_promotion.ipynb #039a4126
@@ -321,4 +323,5 @@ def rollback(
         checks=[],
         metrics=metrics,
     )
+    wandb_model(target, settings, alias=alias)
     return AliasChange(alias, target, last.to_tag, [], entry)

@@ -19,11 +19,11 @@ from typing import IO, Any
 
 import nbformat
 
-from ..core import RunFailed, Settings, get_settings, new_run_id
+from ..core import RunFailed, Settings, atomic_write, get_settings, new_run_id
 from .params import parse_parameters, read_notebook, resolve_parameters
-from .tracking import RUN_DIR_ENV, read_history, read_run_outputs
+from .tracking import RUN_DIR_ENV, read_run_outputs
 from .store import RunRecord, RunStore
-from .wandb_log import log_to_wandb
+from .wandb_log import close_run
 from ..data.fingerprints import fingerprint
 from ..data.datasets import load_dataset
 
@@ -233,11 +233,10 @@ def _execute(path: Path, output: Path, values: dict[str, Any], env: dict[str, st
 
 
 def _track(store: RunStore, record: RunRecord, settings: Settings, output: Path) -> RunRecord:
-    "Log the finished run to W&B; a tracking failure is a warning, never a lost run."
+    "Close the run's W&B run as its record says; a tracking failure is a warning, never a lost run."
     try:
-        files = [output] if output.exists() else []
-        history = read_history(Path(record.run_dir))
-        return store.update(record.id, wandb_path=log_to_wandb(record, settings, files, history))
+        files = [f for f in (output, Path(record.run_dir) / "history.jsonl") if f.exists()]
+        return store.update(record.id, wandb_path=close_run(record, settings, files))
     except Exception as err:  # tracking must never lose a run
         log.warning(
             "W&B tracking of run %s failed: %r; the run record and notebook are kept.", record.id, err
@@ -318,6 +317,21 @@ def run_notebook(
             packages=package_versions(),
         )
     )
+    info = {  # what the kernel's live W&B run is opened with (mlkit.runs.tracking.wandb_run)
+        "id": run_id,
+        "parameters": values,
+        "group": study or path.stem,
+        "job_type": "trial" if study else "notebook",
+        "tags": [f"trial-{trial}"] if trial is not None else [],
+        "notebook_hash": nb_hash,
+        "runner": True,
+        "wandb": {  # the runner's W&B settings, which may not be the kernel's environment's
+            "wandb_mode": settings.resolved_wandb_mode,
+            "wandb_project": settings.wandb_project,
+            "wandb_dir": str(settings.wandb_dir),
+        },
+    }
+    atomic_write(run_dir / "run.json", json.dumps(info, default=str))
     kernel_env = {**(env or {}), RUN_DIR_ENV: str(run_dir), "MLKIT_RUN_ID": run_id}
     kernel_env["MLKIT_ROOT"] = str(settings.root)
     try:

@@ -4,7 +4,7 @@
 
 # %% auto #0
 __all__ = ['TERMINAL', 'STORAGE_PATIENCE_S', 'log', 'SweepError', 'default_study_name', 'run_trial', 'SweepResult',
-           'sweep_direction', 'sweep']
+           'sweep_direction', 'sweep', 'log_sweep_table']
 
 # %% ../../nbs/runs/07_sweep.ipynb #f59bf912
 import contextlib
@@ -29,6 +29,7 @@ from .params import parse_parameters, resolve_parameters
 from .runner import RunPruned, run_notebook
 from .space import Dim, grid, load_space, suggest
 from .store import RunStore
+from .wandb_log import LiveRun, start_run
 from mlkit.runs.trials import (
     beat,
     budget_lock,
@@ -508,3 +509,40 @@ def _finish(
             "value": value if out["state"] == "complete" else None,
         },
     )
+
+# %% ../../nbs/runs/07_sweep.ipynb #cb1e5e43
+def log_sweep_table(
+    result: SweepResult,  # what `sweep` returned
+    settings: Settings | None = None,
+) -> str | None:
+    "Log the study's trials (parameters, value, state, metrics) as a W&B table; the W&B folder, None when disabled."
+    import re  # here, not in the module's import cell: this cell stays apart from the sweep's own
+
+    import pandas as pd
+
+    settings = settings or get_settings()
+    try:
+        trials = optuna.load_study(study_name=result.study, storage=open_storage(result.storage)).get_trials()
+        runs = {r.id: r for r in RunStore(settings.run_db).list(study=result.study)}
+        rows = []
+        for t in trials:
+            rec = runs.get(t.user_attrs.get("run_id"))
+            metrics = {f"metric/{k}": v for k, v in (rec.metrics if rec else {}).items()}
+            params = {f"param/{k}": v for k, v in t.params.items()}
+            rows.append(
+                {"trial": t.number, "state": t.state.name.lower(), "value": t.value, **params, **metrics}
+            )
+        run_id = re.sub(r"[^A-Za-z0-9_-]", "_", f"sweep-{result.study}")
+        run = start_run(
+            settings, run_id, {"study": result.study}, group=result.study, job_type="sweep", resume=True
+        )
+        if run is None:
+            return None
+        live = LiveRun(run, table_rows=settings.wandb_table_rows)
+        live.table("trials", pd.DataFrame(rows))
+        live.summary({"best_value": result.best_value, "best_run": result.best_run_id, **result.counts})
+        live.finish("finished")
+        return str(run.settings.sync_dir)
+    except Exception as err:  # tracking never fails a sweep
+        log.warning("W&B table of study %s failed: %r", result.study, err)
+        return None
