@@ -135,6 +135,11 @@ def test_debug_shows_the_traceback(project):
         assert "Traceback (most recent call last)" in done.stderr and "Got 'bad alias' instead" in done.stderr
 
 
+def interruptible() -> None:
+    "In the child: SIGINT as a terminal has it, even when pytest runs in a background job (where `&` ignores it)."
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_ctrl_c_stops_the_run_records_it_and_prints_one_line(project):
     "SIGINT to the process group, as a terminal's Ctrl-C sends it, while the notebook's cell sleeps."
     started = project / "nbs" / "started"
@@ -146,6 +151,7 @@ def test_ctrl_c_stops_the_run_records_it_and_prints_one_line(project):
     )
     proc = subprocess.Popen(
         [str(MLKIT), "run", "nbs/sleep.ipynb"], cwd=project, env=user_env(), start_new_session=True,
+        preexec_fn=interruptible,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:

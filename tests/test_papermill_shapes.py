@@ -190,6 +190,8 @@ def test_ctrl_c_on_mlkit_run_records_a_stopped_run(state_dir, store, tmp_path):
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        # SIGINT as a terminal has it, even when pytest runs in a background job (where `&` ignores it)
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     try:
         deadline = time.monotonic() + 120
