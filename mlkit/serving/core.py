@@ -273,8 +273,11 @@ def predict_matrix(self: ServingCore, X: np.ndarray) -> dict[str, Any]:
 @patch
 def _answer(self: ServingCore, X, labels: np.ndarray, probabilities: np.ndarray) -> dict[str, Any]:
     "The answer to one request whose rows `X` the model has predicted: ids given, drift observed, rows logged."
-    finite = np.isfinite(probabilities).reshape(len(X), -1).all(axis=1)
-    if not finite.all():  # values within their bounds that overflow together: refused, never answered as null
+    # one float64 sum (no overflow: float32 values) is finite exactly when every output is
+    if not np.isfinite(
+        probabilities.sum(dtype=np.float64)
+    ):  # values in bounds that overflow together: refused
+        finite = np.isfinite(probabilities).reshape(len(X), -1).all(axis=1)
         msg = (
             "The model's answer for this record is not a finite number: its values are too far out together for "
             "the model's float32 arithmetic; send values nearer the training data."
