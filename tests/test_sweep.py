@@ -66,6 +66,18 @@ def mlkit(*args, env, timeout=300, **kw):
     )
 
 
+def start_mlkit(*args, env) -> subprocess.Popen:
+    "`mlkit ARGS` started in the background (a sweep driver to run beside another, or to kill)."
+    return subprocess.Popen(
+        [sys.executable, "-m", "mlkit.cli", *map(str, args)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
 def space_file(tmp_path, text: str) -> Path:
     path = tmp_path / "space.yaml"
     path.write_text(text)
@@ -187,17 +199,7 @@ def test_two_drivers_share_a_postgres_study(quick, state, tmp_path, postgres_url
         "--study",
         "shared",
     ]
-    drivers = [
-        subprocess.Popen(
-            [sys.executable, "-m", "mlkit.cli", *map(str, args)],
-            cwd=ROOT,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for _ in range(2)
-    ]
+    drivers = [start_mlkit(*args, env=env) for _ in range(2)]
     outs = [d.communicate(timeout=300) for d in drivers]
     assert all(d.returncode == 0 for d in drivers), [o[1][-1500:] for o in outs]
     study = optuna.load_study(study_name="shared", storage=open_storage(postgres_url))

@@ -14,16 +14,13 @@ What "no trial lost, none run twice" means here (`check_study`):
 import re
 import signal
 import sqlite3
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import optuna
 import psutil
 import pytest
-from conftest import ROOT
-from test_sweep import mlkit, quick, space_file, state  # noqa: F401 (fixtures)
+from test_sweep import mlkit, quick, space_file, start_mlkit, state  # noqa: F401 (fixtures)
 
 from mlkit.runs.store import RunStore
 from mlkit.runs.tracking import RUN_DIR_ENV, read_history
@@ -81,17 +78,6 @@ def wait_for(condition, what: str, timeout: float = 120, proc=None):
     pytest.fail(f"timed out waiting until {what}")
 
 
-def start_sweep(args, env) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-m", "mlkit.cli", *map(str, args)],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-
-
 def trials_in(storage: str, states: tuple[str, ...]) -> list:
     st = open_storage(storage)
     return [
@@ -108,7 +94,7 @@ def test_killed_driver_resumes_without_losing_a_trial_or_running_one_twice(quick
         tmp_path, "x: {type: float, low: 0, high: 4}\npause: {type: categorical, choices: [0.5]}\n"
     )
     args = ["sweep", quick, "--space", space, "--trials", 4, "--workers", 2, "--sampler", "random"]
-    driver = start_sweep(args, env)
+    driver = start_mlkit(*args, env=env)
     storage = settings.sweep_storage
 
     def one_done_and_some_running():
@@ -157,7 +143,7 @@ def test_killed_kernel_fails_its_trial_and_runs_it_again(quick, state, tmp_path)
         tmp_path, "x: {type: float, low: 0, high: 4}\npause: {type: categorical, choices: [0.6]}\n"
     )
     args = ["sweep", quick, "--space", space, "--trials", 2, "--workers", 1, "--sampler", "random"]
-    driver = start_sweep(args, env)
+    driver = start_mlkit(*args, env=env)
     # killed after its first step of three (0.6 s each): mid-notebook, with time to spare
     kernel, kernel_env = wait_for(lambda: kernel_of(settings), "a trial's kernel ran a step", proc=driver)
     kernel.send_signal(signal.SIGKILL)
@@ -181,7 +167,7 @@ def test_postgres_restarted_mid_sweep_loses_nothing(quick, state, tmp_path, post
     )
     args = ["sweep", quick, "--space", space, "--trials", 2, "--workers", 1, "--sampler", "random"]
     args += ["--storage", postgres_url, "--study", "restarted"]
-    driver = start_sweep(args, env)
+    driver = start_mlkit(*args, env=env)
     wait_for(lambda: kernel_of(settings), "a trial ran a step", proc=driver)
     pg_stop(postgres_url)
     try:
