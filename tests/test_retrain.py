@@ -124,7 +124,11 @@ def test_build_packs_service_model_lineage_and_container_settings(live, settings
     src = Path(bento.path_of("src"))
     assert (src / "mlkit" / "serving" / "service.py").is_file() and (src / "settings.ini").is_file()
     assert (src / "mlkit" / "registry" / "resolve.py").is_file()  # what serving imports comes along
-    assert not (src / "mlkit" / "cli.py").exists() and not (src / "mlkit" / "demo.py").exists()
+    assert (
+        not (src / "mlkit" / "cli.py").exists()
+        and not (src / "mlkit" / "cli_data.py").exists()
+        and not (src / "mlkit" / "demo.py").exists()
+    )
     assert "onnxruntime==" in Path(bento.path_of("env/python/requirements.in")).read_text()
     assert path.read_text().startswith("service: mlkit.serving:ModelService")
     path.unlink()

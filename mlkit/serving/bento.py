@@ -59,7 +59,9 @@ def bento_config(tag: str, settings: Settings | None = None) -> dict[str, Any]:
             "git_commit": (meta.git or {}).get("commit", ""),
         },
         "include": ["mlkit/**/*.py", "settings.ini"],
-        "exclude": [f"mlkit/{face}.py" for face in ("cli", "magics", "lab", "demo", "docs", "retrain")],
+        "exclude": [
+            f"mlkit/{face}.py" for face in ("cli", "cli_data", "magics", "lab", "demo", "docs", "retrain")
+        ],
         "models": [tag],
         "python": {"packages": _pinned([*SERVING_PACKAGES, *extra])},
         "docker": {"python_version": "3.11", "distro": "debian"},
