@@ -111,6 +111,7 @@ class Settings:
     drift_window: int  # recent values per feature the service tests for drift
     drift_alpha: float  # false-discovery rate of the drift tests
     drift_min_rows: int  # no drift decision on fewer recent rows
+    ab_mde: float  # `mlkit ab report`: the smallest change of the primary metric worth detecting, relative to the champion's
     sweep_storage: str  # Optuna storage: a journal file path, or a SQLAlchemy URL shared by several machines
     sweep_scheduler: str  # Dask scheduler address; '' starts a LocalCluster
     sweep_workers: int  # LocalCluster worker processes
@@ -221,6 +222,7 @@ _KEYS: dict[str, tuple[str, Any, str]] = {
     "drift_window": ("serving", _positive_int, "1000"),
     "drift_alpha": ("serving", _share, "0.05"),
     "drift_min_rows": ("serving", _positive_int, "100"),
+    "ab_mde": ("serving", _positive, "0.02"),
     "sweep_storage": ("sweep", str, ".mlkit/optuna.journal"),
     "sweep_scheduler": ("sweep", str, ""),
     "sweep_workers": ("sweep", _positive_int, "2"),

@@ -14,7 +14,7 @@ import nbformat
 import pytest
 from conftest import NOTEBOOK, ROOT
 
-from mlkit import cli, cli_data
+from mlkit import cli, cli_ab, cli_data
 from mlkit.cli import app
 
 HEAVY = ["papermill", "sklearn", "wandb", "bentoml", "torch", "onnxruntime", "pandas", "pandera", "skl2onnx"]
@@ -193,6 +193,7 @@ def test_help_lists_choices_and_shows_flags_as_flags():
 def test_the_choices_are_the_library_s_own():
     "The CLI spells its choices out (so --help imports nothing heavy): they must be the library's."
     from mlkit.data.catalog import TASKS
+    from mlkit.monitoring.abtest import MODES
     from mlkit.registry.quantize import QUANTIZERS
     from mlkit.runs.store import STATUSES
     from mlkit.runs.trials import PRUNERS, SAMPLERS
@@ -200,3 +201,4 @@ def test_the_choices_are_the_library_s_own():
     assert get_args(cli.Status) == STATUSES
     assert get_args(cli.Sampler) == tuple(SAMPLERS) and get_args(cli.Pruner) == tuple(PRUNERS)
     assert get_args(cli_data.Task) == TASKS and [q.value for q in cli.Quantize] == list(QUANTIZERS)
+    assert get_args(cli_ab.Mode) == MODES

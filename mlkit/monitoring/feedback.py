@@ -58,17 +58,23 @@ def feedback_metrics(
     }
 
 # %% ../../nbs/monitoring/02_feedback.ipynb #788bc8cc
-def read_labels(path: Path | str) -> pd.DataFrame:
+def read_labels(
+    path: Path | str,  # CSV or Parquet: id (as /predict returned it), label
+    classes: Sequence = (),  # the model's classes: labels are cast to their type (a CSV reads '1' as 1)
+) -> pd.DataFrame:
     "A feedback file (CSV or Parquet) with columns id and label."
     path = Path(path)
     if not path.is_file():
         raise NotFound(f"No feedback file {path}.")
     try:
-        return pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
+        labels = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
     except Exception as err:
         raise MlkitError(
             f"Cannot read {path} as {path.suffix or 'CSV'}: {err}. Send CSV or Parquet with id,label."
         ) from err
+    if "label" in labels.columns and len(labels) and len(classes):
+        labels = labels.assign(label=labels["label"].map(type(classes[0])))
+    return labels
 
 
 def feedback(
@@ -81,10 +87,7 @@ def feedback(
     tag = resolve_model(model, settings).tag
     meta = ModelMetadata.from_dict(get_model(tag, settings).info.metadata)
     metric = meta.primary_metric or "accuracy"
-    labels = read_labels(path)
-    if "label" in labels.columns and len(labels) and meta.classes:
-        kind = type(meta.classes[0])
-        labels = labels.assign(label=labels["label"].map(kind))
+    labels = read_labels(path, meta.classes)
     logged = read_log(log_folder(tag, settings))
     out = feedback_metrics(logged, labels, meta.classes, metric, meta.metrics.get(metric))
     others = {}  # every other metric of the model's task (a regressor: mae and r2 next to rmse)
