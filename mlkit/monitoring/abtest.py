@@ -110,15 +110,15 @@ def _bootstrap(
     seed: int,
 ) -> dict[str, Any]:
     "Any metric: a percentile bootstrap of both variants and of their difference (paired: the same rows drawn)."
+    from scipy import stats
+
     score_a, score_b = _score(metric, classes, a), _score(metric, classes, b)
     rng = np.random.default_rng(seed)
     draws = np.empty((n_boot, 2))
     for k in range(n_boot):
         i = rng.integers(0, len(a), len(a))
         draws[k] = score_a(i), score_b(i if paired else rng.integers(0, len(b), len(b)))
-    draws = draws[
-        np.isfinite(draws).all(axis=1)
-    ]  # resamples where the metric is undefined (ROC AUC, one class)
+    draws = draws[np.isfinite(draws).all(axis=1)]  # not where the metric is undefined (ROC AUC, one class)
     if len(draws) < n_boot / 2:
         raise ContractError(
             f"{metric} is undefined on most resamples of the {len(a)} and {len(b)} labelled rows (too few, or one "
@@ -128,17 +128,16 @@ def _bootstrap(
     tails = [100 * alpha / 2, 100 * (1 - alpha / 2)]
     va, vb = score_a(np.arange(len(a))), score_b(np.arange(len(b)))
     se_a, se_b, se = draws[:, 0].std(ddof=1), draws[:, 1].std(ddof=1), d.std(ddof=1)
+    z = abs(vb - va) / se if se > 0 else (0.0 if vb == va else math.inf)
     return {
         "test": "paired bootstrap" if paired else "bootstrap",
         "values": (va, vb),
         "cis": tuple([float(x) for x in np.percentile(draws[:, j], tails)] for j in (0, 1)),
         "diff": float(vb - va),
         "ci": [float(x) for x in np.percentile(d, tails)],
-        "p_value": float(min(1.0, 2 * (min((d <= 0).sum(), (d >= 0).sum()) + 1) / (len(d) + 1))),  # never 0
+        "p_value": float(2 * stats.norm.sf(z)),  # from the bootstrap's standard error
         "se": float(se),
-        "var": float(
-            se**2 * len(a) if paired else se_a**2 * len(a) + se_b**2 * len(b)
-        ),  # per row, for the sample size
+        "var": float(se**2 * len(a) if paired else se_a**2 * len(a) + se_b**2 * len(b)),  # one row's
         "draws": d.tolist(),
     }
 
@@ -203,8 +202,8 @@ def _latency(a: pd.DataFrame, b: pd.DataFrame) -> dict[str, Any]:
     return out
 
 # %% ../../nbs/monitoring/03_abtest.ipynb #fb6d67e9
-def _decide(out: dict[str, Any], n: tuple[int, int], alpha: float, mde: float) -> None:
-    "Add the recommendation, the rows per variant that detect `mde`, and the reason in words."
+def _decide(out: dict[str, Any], n: tuple[int, int], var: float, alpha: float, mde: float) -> None:
+    "Add the recommendation, the rows per variant that detect `mde` (`var`: per row), and the reason in words."
     from scipy import stats
 
     sign = 1 if out["direction"] == "maximize" else -1
@@ -213,7 +212,7 @@ def _decide(out: dict[str, Any], n: tuple[int, int], alpha: float, mde: float) -
     champion = out["champion"]["value"]
     mde_abs = mde * abs(champion) if champion else mde
     z = stats.norm.ppf(1 - alpha / 2) + stats.norm.ppf(_POWER)
-    needed = math.ceil(z**2 * out.pop("var") / mde_abs**2) if d["se"] > 0 else min(n)
+    needed = math.ceil(z**2 * var / mde_abs**2) if d["se"] > 0 else min(n)
     inside = -mde_abs <= low and high <= mde_abs
     if low > 0 or high < 0:
         verdict = "promote" if sign * d["value"] > 0 else "keep"
@@ -301,12 +300,11 @@ def compare_variants(
             "p_value": found["p_value"],
             "se": found["se"],
         },
-        "var": found["var"],
         "draws": found["draws"],
         "latency": _latency(champion, challenger),
         "agreement": _agreement(champion, challenger, task, rtol, top),
     }
-    _decide(out, (len(a), len(b)), alpha, mde)
+    _decide(out, (len(a), len(b)), found["var"], alpha, mde)
     return out
 
 # %% ../../nbs/monitoring/03_abtest.ipynb #65d00cfd
@@ -409,7 +407,7 @@ def _summary(result: dict[str, Any]) -> str:
         else agree["note"]
     )
     return (
-        f"<p class='drift'>{html.escape(result['recommendation'])}</p><p>{html.escape(result['reason'])}</p>"
+        f"<h2>{html.escape(result['recommendation'])}</h2><p>{html.escape(result['reason'])}</p>"
         f"<table><tr>{head}</tr>{rows}</table><p>Mode {result['mode']}, {result['test']}, alpha {result['alpha']}, "
         f"mde {_num(result['mde_abs'])} ({_num(result['mde'])} of the champion's value). Latency: {latency}. "
         f"Agreement: {agreement}.</p>"
