@@ -1111,6 +1111,8 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                                                                     'mlkit/serving/gateway.py'),
                                        'mlkit.serving.gateway.Gateway._predict': ( 'serving/gateway.html#gateway._predict',
                                                                                    'mlkit/serving/gateway.py'),
+                                       'mlkit.serving.gateway.Gateway._sweep': ( 'serving/gateway.html#gateway._sweep',
+                                                                                 'mlkit/serving/gateway.py'),
                                        'mlkit.serving.gateway._Gone': ('serving/gateway.html#_gone', 'mlkit/serving/gateway.py'),
                                        'mlkit.serving.gateway._Overloaded': ( 'serving/gateway.html#_overloaded',
                                                                               'mlkit/serving/gateway.py'),
@@ -1139,6 +1141,8 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
             'mlkit.serving.prometheus': { 'mlkit.serving.prometheus.Metrics': ( 'serving/prometheus.html#metrics',
                                                                                 'mlkit/serving/prometheus.py'),
                                           'mlkit.serving.prometheus.Metrics.__init__': ( 'serving/prometheus.html#metrics.__init__',
+                                                                                         'mlkit/serving/prometheus.py'),
+                                          'mlkit.serving.prometheus.Metrics.answered': ( 'serving/prometheus.html#metrics.answered',
                                                                                          'mlkit/serving/prometheus.py'),
                                           'mlkit.serving.prometheus.Metrics.render': ( 'serving/prometheus.html#metrics.render',
                                                                                        'mlkit/serving/prometheus.py')}}}

@@ -110,6 +110,8 @@ class Gateway:
     ):
         self.app, self._core, self.api_key = app, core, (api_key.encode() if api_key else None)
         self._batcher, self._batcher_loop, self._docs = None, None, None
+        # bodies being read: task -> deadline, and those cancelled for being late (see `_body`)
+        self._reading, self._late, self._sweeper = {}, set(), None
 
 # %% ../../nbs/serving/02_gateway.ipynb #d06f4fb7
 @patch
@@ -157,9 +159,7 @@ async def __call__(self: Gateway, scope, receive, send):
     except _Gone:
         status[0] = 499  # the client left; nothing to answer
     finally:
-        endpoint = path if path in _KNOWN else "other"
-        core.metrics.requests.labels(endpoint, str(status[0])).inc()
-        core.metrics.latency.labels(endpoint).observe(time.perf_counter() - started)
+        core.metrics.answered(path if path in _KNOWN else "other", status[0], time.perf_counter() - started)
 
 # %% ../../nbs/serving/02_gateway.ipynb #a1a7cfdc
 @patch
@@ -219,12 +219,34 @@ async def _body(self: Gateway, core: ServingCore, headers: dict[bytes, bytes], r
     if coding is None and declared is not None and declared.isdigit() and int(declared) > limit:
         raise _too_large(limit, coding)
     seconds = core.settings.body_timeout_s
+    # One sweeper per event loop cancels the reads past their deadline (as asyncio.timeout would, at a quarter
+    # second's precision): a timer per request (asyncio.timeout) cost ~8 µs, a tenth of a request's time.
+    task = asyncio.current_task()
+    self._reading[task] = time.monotonic() + seconds
+    if self._sweeper is None or self._sweeper.get_loop() is not task.get_loop():
+        self._sweeper = asyncio.create_task(self._sweep())
     try:
-        async with asyncio.timeout(seconds):
-            return await _read_body(receive, limit, coding)
-    except TimeoutError:
+        return await _read_body(receive, limit, coding)
+    except asyncio.CancelledError:
+        if task not in self._late or task.uncancel():  # cancelled by someone else (a shutdown): pass it on
+            raise
         msg = f"The body did not arrive whole within {seconds:g} s (body_timeout_s); send it at once."
         raise _Refused(408, msg, "timeout", [(b"connection", b"close")]) from None
+    finally:
+        del self._reading[task]
+        self._late.discard(task)
+
+
+@patch
+async def _sweep(self: Gateway, every: float = 0.25) -> None:
+    "Cancel the body reads past their deadline, every `every` seconds (runs as long as its event loop)."
+    while True:
+        await asyncio.sleep(every)
+        now = time.monotonic()
+        for task, deadline in list(self._reading.items()):
+            if deadline <= now and task not in self._late:
+                self._late.add(task)
+                task.cancel()
 
 
 @patch

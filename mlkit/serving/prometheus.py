@@ -84,6 +84,17 @@ class Metrics:
             "Prediction log writes that failed (rows lost, or kept for a retry)",
             registry=r,
         )
+        self._answered: dict[tuple[str, int], tuple] = {}
+
+    def answered(self, endpoint: str, status: int, seconds: float) -> None:
+        "Count one request and its time in the gateway (each label's child looked up once, not per request)."
+        if (kids := self._answered.get((endpoint, status))) is None:
+            kids = self._answered[endpoint, status] = (
+                self.requests.labels(endpoint, str(status)),
+                self.latency.labels(endpoint),
+            )
+        kids[0].inc()
+        kids[1].observe(seconds)
 
     def render(self) -> bytes:
         "The text exposition format: this process's metrics, or all workers' added up."

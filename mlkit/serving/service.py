@@ -121,4 +121,16 @@ class ModelService:
         self.core.close()
 
 
-ModelService.add_asgi_middleware(Gateway, core=core, api_key=os.environ.get("MLKIT_API_KEY") or None)
+class _GatewayFirst(type(ModelService)):
+    """BentoML's service whose ASGI app is wrapped by mlkit's gateway: the gateway answers its paths before any of
+    BentoML's own middlewares (Starlette's error handler, OpenTelemetry, the traffic timeout with one timer per
+    request) and hands everything else, lifespan included, to BentoML's app unchanged. As a user middleware
+    (`add_asgi_middleware`) it sat inside them, and they cost more than the model: reports/benchmarks/serving_floor.md."""
+
+    __slots__ = ()
+
+    def to_asgi(self, is_main: bool = True):
+        return Gateway(super().to_asgi(is_main), core=core, api_key=os.environ.get("MLKIT_API_KEY") or None)
+
+
+ModelService.__class__ = _GatewayFirst
