@@ -19,7 +19,7 @@ LAYERS: dict[str, int] = {
     ),  # model versions and how they move; what served models see
     "serving": 4,  # the served model over HTTP
     **dict.fromkeys(
-        ("cli", "cli_data", "magics", "demo", "retrain", "lab", "docs", "project"), 5
+        ("cli", "cli_ab", "cli_data", "magics", "demo", "retrain", "lab", "docs", "project"), 5
     ),  # faces: nothing below uses them
 }
 

@@ -24,6 +24,7 @@ from typing import Annotated, Any, Literal
 
 import typer
 
+from mlkit.cli_ab import app as ab_app
 from mlkit.cli_data import data_app
 
 app = typer.Typer(
@@ -49,6 +50,7 @@ class Quantize(enum.StrEnum):  # an Enum: typer takes no list of Literal
 
 
 app.add_typer(data_app, name="data")  # mlkit data add | list | show (mlkit.cli_data)
+app.add_typer(ab_app, name="ab")  # mlkit ab start | stop | promote | status (mlkit.cli_ab)
 
 _debug = False  # set by `mlkit --debug`: main() shows the traceback of a failure too
 

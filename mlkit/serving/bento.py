@@ -60,7 +60,8 @@ def bento_config(tag: str, settings: Settings | None = None) -> dict[str, Any]:
         },
         "include": ["mlkit/**/*.py", "settings.ini"],
         "exclude": [
-            f"mlkit/{face}.py" for face in ("cli", "cli_data", "magics", "lab", "demo", "docs", "retrain")
+            f"mlkit/{face}.py"
+            for face in ("cli", "cli_ab", "cli_data", "magics", "lab", "demo", "docs", "retrain")
         ],
         "models": [tag],
         "python": {"packages": _pinned([*SERVING_PACKAGES, *extra])},
