@@ -145,9 +145,8 @@ async def __call__(self: Gateway, scope, receive, send):
     core, path, method = self._core(), scope["path"], scope["method"]
     started, status = time.perf_counter(), [500]
     version = [(b"x-model-version", core.tag.encode())]
-    if (
-        core.ab is not None
-    ):  # an A/B experiment: the answering variant's tag goes there (mlkit.serving.variants)
+    # an A/B experiment (mlkit.serving.variants): the answering variant's tag goes there
+    if core.ab is not None:
         scope["mlkit.version"] = version
 
     async def send_versioned(message):
