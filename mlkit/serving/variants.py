@@ -36,6 +36,7 @@ def unit(
 
 # %% ../../nbs/serving/06_variants.ipynb #7cdc8c89c7104fffa095e18ddfef8986
 _BATCH = 64  # shadow requests the background thread predicts in one model call
+_GATHER_S = 0.005  # and how long it lets them gather (the caller has its answer already)
 
 
 class Variants:
@@ -58,6 +59,11 @@ class Variants:
         self.rows = 0  # records the challenger answered at the current step
         self.counts = collections.Counter()  # answered, shadowed, refused, failed, dropped: by variant
         self._m = champion.metrics
+        # the same contract as served, the same input form: the champion's validated rows are the challenger's too
+        self._same = (challenger.served, challenger.classifier.per_column) == (
+            champion.served,
+            champion.classifier.per_column,
+        )
         self._queue = queue.Queue(queue_size) if self.mode == "shadow" else None
         self._thread = None
         if self._queue is not None:
@@ -105,14 +111,25 @@ async def predict(
 ) -> dict | list:
     "The answer to one body: by the variant the assignment picks; in shadow mode the challenger's work is queued."
     failed, version = None, scope.get("mlkit.version")  # None: the experiment began during this request
-    if self.mode != "shadow" and self.share > 0 and version is not None and self.draw(headers) < self.share:
+    if self.mode == "promoted" and version is not None:  # the challenger won: it answers as the champion
+        answer, failed, seconds = await self._challenger_answer(gateway, path, body)
+        if answer is not None:
+            version[0] = (b"x-model-version", self.challenger.tag.encode())
+            return _label(answer, "champion")
+    if (
+        self.mode in ("split", "canary")
+        and self.share > 0
+        and version is not None
+        and self.draw(headers) < self.share
+    ):
         answer, failed, seconds = await self._challenger_answer(gateway, path, body)
         if answer is not None:
             self._judge(False, seconds)
             version[0] = (b"x-model-version", self.challenger.tag.encode())
             return _label(answer, "challenger")
     started = time.perf_counter()
-    answer = await gateway._predict(self.champion, path, self.champion.matrix(body))
+    X = self.champion.matrix(body)
+    answer = await gateway._predict(self.champion, path, X)
     self._answered("champion", time.perf_counter() - started)
     if failed is not None:  # the champion took a body the challenger did not: the challenger's failure
         self._judge(True, seconds)
@@ -121,7 +138,7 @@ async def predict(
     if self._queue is not None and (self.share >= 1 or self.draw(headers) < self.share):
         ids = answer["ids"] if isinstance(answer, dict) else [r["id"] for r in answer]
         try:
-            self._queue.put_nowait((body, ids))
+            self._queue.put_nowait((X if self._same else body, ids))
         except queue.Full:
             self.counts["challenger dropped"] += 1
             self._m.variant_errors.labels("challenger", "dropped").inc()
@@ -190,6 +207,8 @@ def _shadow_loop(self: Variants) -> None:
     "The background thread of shadow mode: a few queued requests at a time, one model call for them."
     while True:
         item = self._queue.get()
+        if item is not None and self._queue.qsize() < _BATCH:
+            time.sleep(_GATHER_S)  # one model call and one log write for many requests: less CPU per request
         batch, stop = [], item is None
         while item is not None:
             batch.append(item)
@@ -211,12 +230,12 @@ def _shadow_loop(self: Variants) -> None:
 
 
 @patch
-def _shadow(self: Variants, batch: list[tuple[bytes, list[str]]]) -> None:
-    "Predict queued bodies with the challenger, and log its rows under the ids the champion answered."
+def _shadow(self: Variants, batch: list[tuple[bytes | np.ndarray, list[str]]]) -> None:
+    "Predict queued bodies (or the champion's rows, same contract) with the challenger; log them under the champion's ids."
     chal, started, parts = self.challenger, time.perf_counter(), []
-    for body, ids in batch:
+    for item, ids in batch:
         try:
-            parts.append((chal.matrix(body), ids))
+            parts.append((item if isinstance(item, np.ndarray) else chal.matrix(item), ids))
         except RequestError:  # its contract refuses what the champion took
             self.counts["challenger refused"] += 1
             self._m.variant_errors.labels("challenger", "refused").inc()
@@ -224,16 +243,14 @@ def _shadow(self: Variants, batch: list[tuple[bytes, list[str]]]) -> None:
         return
     X = parts[0][0] if len(parts) == 1 else np.concatenate([p[0] for p in parts])
     labels, scores = chal.classifier.outputs(X)
-    at = 0
-    for Xi, ids in parts:
-        rows = slice(at, at + len(Xi))
-        at = rows.stop
-        if chal.log is not None:
-            chal.log.log(ids, Xi, labels[rows], scores[rows], chal.tag)
+    if chal.log is not None:  # one record for the batch: one write
+        chal.log.log([i for _, ids in parts for i in ids], X, labels, scores, chal.tag)
     chal.metrics.predictions.labels(chal.tag).inc(len(X))
     seconds = (time.perf_counter() - started) / len(parts)  # its share of the batch's time
+    self.counts["challenger shadow"] += len(parts)
+    self._m.variant_requests.labels("challenger", "shadow").inc(len(parts))
     for _ in parts:
-        self._answered("challenger", seconds, "shadow")
+        self._m.variant_latency.labels("challenger").observe(seconds)
 
 # %% ../../nbs/serving/06_variants.ipynb #4dd4641cc4064e0191573fe9c69df29b
 @patch
@@ -314,13 +331,27 @@ def check(self: Watcher) -> None:
 def apply(self: Watcher, exp: dict | None) -> None:
     "Make `core.ab` serve `exp` (None, stopped, or another champion's: the champion alone)."
     core, old = self.core, self.core.ab
-    if exp is None or exp["status"] not in RUNNING or exp["champion"] != core.tag:
+    if (
+        exp is not None
+        and exp["status"] == "promoted"
+        and (exp["champion"], exp["champion_alias"]) == (core.tag, core.alias)
+    ):
+        exp = {
+            **exp,
+            "mode": "promoted",
+            "share": 1.0,
+        }  # its alias moved to the challenger: it answers from now on
+    if (
+        exp is None
+        or (exp["status"] not in RUNNING and exp["mode"] != "promoted")
+        or exp["champion"] != core.tag
+    ):
         if old is not None:
             core.ab = None
             self._retire(old, None)
             _role(core, None, False)
         return
-    if old is not None and old.experiment["id"] == exp["id"]:
+    if old is not None and (old.experiment["id"], old.mode) == (exp["id"], exp["mode"]):
         if old.experiment["revision"] != exp["revision"]:
             old.update(exp)
         return
@@ -334,7 +365,7 @@ def apply(self: Watcher, exp: dict | None) -> None:
         print(f"mlkit: experiment {exp['id']} not served, the champion answers alone: {err}", file=sys.stderr)
         return
     _role(core, "champion", False)
-    _role(challenger, "challenger", exp["mode"] == "shadow")
+    _role(challenger, "champion" if exp["mode"] == "promoted" else "challenger", exp["mode"] == "shadow")
     core.ab = Variants(core, challenger, exp, self.settings.ab_shadow_queue)  # one reference swapped
     print(
         f"mlkit: experiment {exp['id']}: {exp['mode']} of {exp['challenger']}, share {exp['share']:g}",

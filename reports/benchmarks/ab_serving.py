@@ -88,10 +88,10 @@ def run_point(mode: str, info: dict, challenger: str, script: Path, seconds: flo
         while (httpx.get(url + "/metadata").json()["experiment"] is None) != (mode == "one model"):
             assert time.monotonic() < deadline, f"{mode}: the service did not pick the experiment up"
             time.sleep(0.2)
-        wrk(url, script, 32, 3)  # warm-up
+        wrk(url + "/predict", script, 32, 3)  # warm-up
         w = worker(proc)
         before = cpu(w)
-        out = wrk(url, script, 32, seconds)
+        out = wrk(url + "/predict", script, 32, seconds)
         out["cpu_ms_per_request"] = (cpu(w) - before) / out["requests"] * 1e3
         counts = httpx.get(url + "/metadata").json()["experiment"]
         out["counts"] = counts["counts"] if counts else {}
