@@ -50,7 +50,7 @@ class Quantize(enum.StrEnum):  # an Enum: typer takes no list of Literal
 
 
 app.add_typer(data_app, name="data")  # mlkit data add | list | show (mlkit.cli_data)
-app.add_typer(ab_app, name="ab")  # mlkit ab report (mlkit.cli_ab)
+app.add_typer(ab_app, name="ab")  # mlkit ab start | stop | promote | status | report (mlkit.cli_ab)
 
 _debug = False  # set by `mlkit --debug`: main() shows the traceback of a failure too
 

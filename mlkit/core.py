@@ -116,6 +116,18 @@ class Settings:
     sweep_scheduler: str  # Dask scheduler address; '' starts a LocalCluster
     sweep_workers: int  # LocalCluster worker processes
     sweep_heartbeat_s: float  # seconds between a running trial's heartbeats
+    ab_challenger: str  # `mlkit ab start`'s challenger alias when none is given
+    ab_mode: str  # shadow | split | canary: `mlkit ab start`'s mode when none is given
+    ab_share: float  # split: the challenger's share of requests; shadow: the share it also predicts
+    ab_canary_steps: tuple[float, ...]  # canary: the challenger's shares, step by step
+    ab_step_rows: int  # canary: records the challenger answers at one step before the next
+    ab_guard_error_rate: float  # canary: a larger share of failed challenger requests sets its share to 0
+    ab_guard_p99_ms: float  # canary: a slower p99 of the challenger's own time sets its share to 0
+    ab_guard_window: int  # canary: the recent challenger requests the guard judges (at least 20)
+    ab_sticky_key: str  # the request header whose value assigns a caller to one variant; '' or absent: random
+    ab_seed: int | None  # the experiment's seed; None: a random one, recorded with the experiment
+    ab_poll_s: float  # how often the service checks the registry for experiment changes
+    ab_shadow_queue: int  # shadow work waiting beyond this many requests is dropped and counted
 
     @property
     def resolved_wandb_mode(self) -> str:
@@ -191,6 +203,25 @@ def _non_negative(text: str) -> float:
         raise ValueError("must be a non-negative number")
     return value
 
+
+def _optional_int(text: str) -> int | None:
+    if not text.strip():
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise ValueError("must be an int, or empty") from None
+
+
+def _steps(text: str) -> tuple[float, ...]:
+    try:
+        steps = tuple(float(t) for t in text.split(","))
+    except ValueError:
+        steps = ()
+    if not steps or any(not 0 < b <= 1 for b in steps) or list(steps) != sorted(set(steps)):
+        raise ValueError("must be increasing shares in (0, 1], separated by commas (e.g. 0.01,0.05,0.25,0.5)")
+    return steps
+
 # %% ../nbs/00_core.ipynb #feda665a
 _KEYS: dict[str, tuple[str, Any, str]] = {
     # key: (section, parser, default)
@@ -227,6 +258,18 @@ _KEYS: dict[str, tuple[str, Any, str]] = {
     "sweep_scheduler": ("sweep", str, ""),
     "sweep_workers": ("sweep", _positive_int, "2"),
     "sweep_heartbeat_s": ("sweep", _positive, "5"),
+    "ab_challenger": ("ab", str, "challenger"),
+    "ab_mode": ("ab", _choice("shadow", "split", "canary"), "shadow"),
+    "ab_share": ("ab", _share, "0.1"),
+    "ab_canary_steps": ("ab", _steps, "0.01,0.05,0.25,0.5"),
+    "ab_step_rows": ("ab", _positive_int, "1000"),
+    "ab_guard_error_rate": ("ab", _share, "0.05"),
+    "ab_guard_p99_ms": ("ab", _positive, "250"),
+    "ab_guard_window": ("ab", _positive_int, "200"),
+    "ab_sticky_key": ("ab", str, "X-Caller"),
+    "ab_seed": ("ab", _optional_int, ""),
+    "ab_poll_s": ("ab", _positive, "2"),
+    "ab_shadow_queue": ("ab", _positive_int, "1000"),
 }
 DEFAULTS: dict[str, Any] = {
     key: parse(text) for key, (_, parse, text) in _KEYS.items()

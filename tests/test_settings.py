@@ -25,7 +25,7 @@ def test_project_settings_file_documents_every_key_with_its_default():
     assert shown == {key: (where, default) for key, (where, _, default) in _KEYS.items()}
     parser = configparser.ConfigParser(interpolation=None)
     parser.read(ROOT / "settings.ini")
-    assert parser.sections() == ["storage", "tracking", "export", "registry", "serving", "sweep"]
+    assert parser.sections() == ["storage", "tracking", "export", "registry", "serving", "sweep", "ab"]
 
 
 def test_root_is_found_from_the_notebook_folder(monkeypatch):

@@ -127,6 +127,8 @@ class PredictionLog:
         self._compact_lock = threading.Lock()
         self._wake = threading.Event()
         self._closed = False
+        self.variant: str | None = None  # an A/B experiment's variant name, logged as `__variant__`
+        self.shadow = False  # its rows were predicted, not answered (`__shadow__`)
         self._thread = threading.Thread(target=self._run, name="mlkit-prediction-log", daemon=True)
         self._thread.start()
 
@@ -190,6 +192,8 @@ def _open(self: PredictionLog, key, X, labels, probabilities, model: str) -> Non
     fcntl.flock(fd, fcntl.LOCK_EX)  # held until compacted: no other process takes it for a dead writer's
     layout = {"model": model, "names": self.names, "X": _spec(X), "labels": _spec(labels)}
     layout["probabilities"] = _spec(probabilities)
+    if self.variant is not None:
+        layout["variant"], layout["shadow"] = self.variant, self.shadow
     head = _MAGIC + json.dumps(layout).encode() + b"\n"
     try:
         if os.write(fd, head) != len(head):
@@ -199,6 +203,19 @@ def _open(self: PredictionLog, key, X, labels, probabilities, model: str) -> Non
         path.unlink(missing_ok=True)
         raise
     self._fd, self._path, self._key, self._size, self._rows = fd, path, key, len(head), 0
+
+
+@patch
+def role(
+    self: PredictionLog,
+    variant: str | None,  # champion | challenger while an A/B experiment runs; None: not logged
+    shadow: bool = False,  # the rows are predicted in the background, not answered
+) -> None:
+    "Log the next rows as `variant`'s (the columns `__variant__`, `__shadow__`), in a new file."
+    with self._lock:
+        if (variant, shadow) != (self.variant, self.shadow):
+            self.variant, self.shadow = variant, shadow
+            self._seal()
 
 
 @patch
@@ -267,6 +284,15 @@ def _table(layout: dict | None, columns: dict | None):
     if columns is None:
         return None
     probabilities = columns["probabilities"].astype(np.float64)
+    n = len(columns["ids"])
+    roles = (
+        {
+            "__variant__": pa.array([layout["variant"]] * n, type=pa.string()),
+            "__shadow__": pa.array([layout["shadow"]] * n, type=pa.bool_()),
+        }
+        if "variant" in layout
+        else {}
+    )  # written while an A/B experiment runs (mlkit.serving.variants)
     return pa.table(
         {
             "__time__": pa.array(
@@ -278,6 +304,7 @@ def _table(layout: dict | None, columns: dict | None):
             "__probabilities__": pa.FixedSizeListArray.from_arrays(
                 pa.array(probabilities.ravel()), probabilities.shape[1]
             ),
+            **roles,
             **{name: pa.array(v) for name, v in split_columns(columns["X"], layout["names"]).items()},
         }
     )

@@ -61,6 +61,8 @@ def _plain_decoder(features: list[dict], max_records: int):
 class ServingCore:
     "A served model: validation, prediction, drift window, prediction log and metrics, independent of HTTP."
 
+    ab = None  # while an A/B experiment runs: its variants (mlkit.serving.variants), which answer /predict
+
     def __init__(
         self,
         model: bytes | str | Path,  # the ONNX model
@@ -364,6 +366,7 @@ def describe(self: ServingCore) -> dict[str, Any]:
             "drift": self.monitor is not None,
             "log": str(self.log_dir) if self.log_dir else None,
         },
+        "experiment": None if self.ab is None else self.ab.describe(),  # A/B: both variants, the share
     }
 
 

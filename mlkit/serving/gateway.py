@@ -147,6 +147,9 @@ async def __call__(self: Gateway, scope, receive, send):
     core, path, method = self._core(), scope["path"], scope["method"]
     started, status = time.perf_counter(), [500]
     version = [(b"x-model-version", core.tag.encode())]
+    # an A/B experiment (mlkit.serving.variants): the answering variant's tag goes there
+    if core.ab is not None:
+        scope["mlkit.version"] = version
 
     async def send_versioned(message):
         if message["type"] == "http.response.start":
@@ -193,7 +196,11 @@ async def _dispatch(self: Gateway, core: ServingCore, scope, receive, send, path
         body = await self._body(core, headers, receive)
         if path not in ("/predict", "/predict_batch"):
             return await self.app(scope, _replay(body, receive), send)
-        answer = await self._predict(core, path, core.matrix(body))
+        ab = core.ab
+        if ab is None:
+            answer = await self._predict(core, path, core.matrix(body))
+        else:  # an A/B experiment: its variants answer
+            answer = await ab.predict(self, scope, path, body, headers)
     except _Refused as refused:
         core.metrics.rejected.labels(refused.kind).inc()
         return await _respond(send, refused.status, _error(refused.msg, refused.kind), extra=refused.extra)

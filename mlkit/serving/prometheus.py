@@ -84,6 +84,32 @@ class Metrics:
             "Prediction log writes that failed (rows lost, or kept for a retry)",
             registry=r,
         )
+        # while an A/B experiment runs (mlkit.serving.variants): per variant
+        self.variant_requests = Counter(
+            "mlkit_variant_requests",
+            "Requests a variant predicted, by variant (champion | challenger) and role (answered | shadow)",
+            ["variant", "role"],
+            registry=r,
+        )
+        self.variant_latency = Histogram(
+            "mlkit_variant_duration_seconds",
+            "A variant's own time for one request (validation and prediction), by variant",
+            ["variant"],
+            buckets=(0.0002, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
+            registry=r,
+        )
+        self.variant_errors = Counter(
+            "mlkit_variant_errors",
+            "Requests a variant did not predict, by reason: refused (its contract; the champion answered), error, "
+            "dropped (the shadow queue was full)",
+            ["variant", "reason"],
+            registry=r,
+        )
+        self.variant_share = Gauge(
+            "mlkit_variant_share",
+            "The challenger's share of requests now (shadow: the share it also predicts)",
+            **latest,
+        )
         self._answered: dict[tuple[str, int], tuple] = {}
 
     def answered(self, endpoint: str, status: int, seconds: float) -> None:

@@ -46,6 +46,7 @@ from mlkit.registry.resolve import resolve_model  # noqa: E402
 from mlkit.registry.store import configure_store, get_model  # noqa: E402
 from mlkit.serving.core import ServingCore, check_model  # noqa: E402
 from mlkit.serving.gateway import Gateway  # noqa: E402
+from mlkit.serving.variants import Watcher  # noqa: E402
 
 _settings = get_settings()
 configure_store(_settings)  # BentoML's store in this process (BentoModel below reads it) is the settings' one
@@ -61,14 +62,16 @@ Records = Annotated[list[Record], Field(min_length=1, max_length=_settings.max_r
 Checked = Annotated[dict[str, Any], WithJsonSchema(Record.model_json_schema())]
 Json = ContentType("application/json")  # a fixed media type: BentoML otherwise derives it per response
 _core: ServingCore | None = None
+_watcher: Watcher | None = None
 
 
 def core() -> ServingCore:
     "The serving core of this worker, created once (by the service or by the gateway's first request)."
-    global _core
+    global _core, _watcher
     if _core is None:
         _core = ServingCore.from_store(_settings, _shared)
         _core.start()
+        _watcher = Watcher(_core, _settings)  # A/B experiments (mlkit ab start): picked up without a restart
         print(f"mlkit: {_core.limits_line()}", file=sys.stderr, flush=True)
         gc.collect()
         gc.freeze()  # what is loaded now lives as long as the worker: full collections need not walk it again
@@ -118,6 +121,8 @@ class ModelService:
 
     @bentoml.on_shutdown
     def _flush(self) -> None:
+        if _watcher is not None:
+            _watcher.close()
         self.core.close()
 
 

@@ -140,10 +140,11 @@ end
 """
 
 
-def lua_script(body: dict | str) -> Path:
+def lua_script(body: dict | str, headers: dict[str, str] | None = None) -> Path:
     text = body if isinstance(body, str) else json.dumps(body, separators=(",", ":"))
     path = Path(tempfile.mkstemp(prefix="mlkit-wrk-", suffix=".lua")[1])
-    path.write_text(LUA.format(body=text))
+    extra = "".join(f'wrk.headers["{k}"] = "{v}"\n' for k, v in (headers or {}).items())
+    path.write_text(extra + LUA.format(body=text))
     return path
 
 

@@ -35,6 +35,8 @@ from serving_common import (  # noqa: E402
 )
 
 HERE = Path(__file__).parent
+KEY = "bench-key-0123456789"  # the service checks it on every request, as in production; the floor is sent it too
+AUTH = {"Authorization": f"Bearer {KEY}"}
 MODELS = {
     "float": (
         "nbs/experiments/train_tabular.ipynb",
@@ -116,16 +118,31 @@ def floor(body: str, args) -> dict:
     cmd = [sys.executable, "-m", "uvicorn", "bare_asgi:app", "--host", HOST, "--port", str(port)]
     cmd += ["--loop", "uvloop", "--http", "httptools", "--no-access-log", "--log-level", "warning"]
     with server(cmd, {}, "/", port, cwd=HERE) as (url, proc):
-        return measured(url + "/", lua_script(body), 32, args, proc.pid)
+        return measured(url + "/", lua_script(body, AUTH), 32, args, proc.pid)
+
+
+def ablation(mode: str, env: dict, body: str, args) -> dict:
+    "gateway_ablation.py in `mode` under plain uvicorn: CPU per request of the gateway with parts of it replaced."
+    port = free_port()
+    env = {
+        **env,
+        "ABLATION": mode,
+        "MLKIT_API_KEY": KEY,
+        "MLKIT_MONITOR_DIR": f"/tmp/mlkit-floor-monitor/abl-{time.time_ns()}",
+    }
+    cmd = [sys.executable, "-m", "uvicorn", "gateway_ablation:app", "--host", HOST, "--port", str(port)]
+    cmd += ["--loop", "uvloop", "--http", "httptools", "--no-access-log", "--log-level", "warning"]
+    with server(cmd, env, "/livez", port, cwd=HERE) as (url, proc):
+        return measured(url + "/predict", lua_script(body, AUTH), 32, args, proc.pid)
 
 
 def service(name: str, env: dict, body: str, args, monitoring: bool = True, spy: Path | None = None) -> dict:
     port = free_port()
     # monitoring off: no prediction log (MLKIT_MONITOR_DIR empty); the drift window and the metrics stay on
     monitor = f"/tmp/mlkit-floor-monitor/{name}-{time.time_ns()}" if monitoring else ""
-    env = {**env, "MLKIT_MONITOR_DIR": monitor}
-    script, out = lua_script(body), {}
-    with server(bentoml_cmd("mlkit.serving:ModelService", port), env, "/readyz", port) as (url, proc):
+    env = {**env, "MLKIT_MONITOR_DIR": monitor, "MLKIT_API_KEY": KEY}
+    script, out = lua_script(body, AUTH), {}
+    with server(bentoml_cmd("mlkit.serving:ModelService", port), env, "/livez", port) as (url, proc):
         if spy is not None:
             raw = spy / f"{name}.raw"
             cmd = [
@@ -188,6 +205,22 @@ def main() -> None:
             print(
                 f"{name}: c32 {r['c32']['rps']:.0f} req/s under py-spy; {spy / (name + '.txt')}",
                 file=sys.stderr,
+            )
+        return
+    if args.ablation:
+        print(
+            "| model | floor | gateway: check + decode | + model | + answer, drift, log, counters (all) "
+            "| bentoml serve (all) | CPU µs per request (req/s at c32) |"
+        )
+        print("|---|---|---|---|---|---|---|")
+        for name in args.models:
+            m = models[name]
+            body = json.dumps({"records": [m["record"]]}, separators=(",", ":"))
+            menv = {**env, "MLKIT_MODEL": m["tag"]}
+            cells = [floor(body, args)] + [ablation(x, menv, body, args) for x in ("decode", "model", "full")]
+            cells.append(service(name, menv, body, args)["c32"])
+            print(
+                f"| {name} | " + " | ".join(f"{c['cpu_us']:.0f} ({c['ok_rps']:.0f})" for c in cells) + " | |"
             )
         return
     rows = []
