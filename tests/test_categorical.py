@@ -2,6 +2,7 @@
 sometimes missing), exported to ONNX with one input per feature, agrees with its fitted pipeline, offline on the
 same raw rows and through a real `bentoml serve` of the export."""
 
+import json
 from pathlib import Path
 
 import joblib
@@ -10,6 +11,10 @@ import onnxruntime as ort
 import pandas as pd
 import pytest
 from conftest import NOTEBOOK
+from fastpath import JSON_VALUES, allowed_values, check_fast_path, record_strategy
+from hypothesis import HealthCheck, given
+from hypothesis import settings as settings_
+from hypothesis import strategies as st
 
 from mlkit.core import ConfigError, ContractError, ExportError
 from mlkit.data.contracts import validate
@@ -21,6 +26,7 @@ from mlkit.registry.convert import sklearn_to_onnx
 from mlkit.registry.export import export_run
 from mlkit.registry.store import get_model
 from mlkit.runs.runner import run_notebook
+from mlkit.serving.core import RequestError, ServingCore
 
 CHURN = {"dataset": "churn", "time_column": "timestamp", "model": "logreg", "C": 1.0}
 
@@ -179,3 +185,53 @@ def test_quantized_variants_of_a_model_with_string_inputs(churn_export, pipeline
             labels, proba = variant.predict_proba(rows)
             assert (labels == pipeline.predict(rows)).mean() >= 0.95
             assert np.abs(proba - pipeline.predict_proba(rows)).max() < 0.1
+
+
+@pytest.fixture(scope="module")
+def churn_core(churn_export, settings):
+    _, exported = churn_export
+    return ServingCore.from_store(
+        type(settings)(**{**settings.__dict__, "model": exported.tag, "monitor_dir": None})
+    )
+
+
+def raw_records(frame: pd.DataFrame) -> list[dict]:
+    return [{k: None if pd.isna(v) else v for k, v in r.items()} for r in frame.to_dict("records")]
+
+
+def test_raw_strings_and_nulls_take_the_fast_path_and_refusals_keep_their_words(churn_core, rows, churn):
+    known = raw_records(rows.drop(index=[41, 42])[churn.features])
+    fast, parsed, err = check_fast_path(churn_core, json.dumps({"records": known}))
+    assert err is None and fast is not None and fast.dtype.names == tuple(churn.features)
+    assert "" in list(fast["region"]) and np.isnan(fast["age"]).any()  # missing: MISSING_STRING and NaN
+    unseen = json.dumps({"records": [{**known[0], "region": "atlantis"}]})
+    assert churn_core._fast_matrix(unseen) is None  # pydantic decides and words it, with the contract's rule
+    with pytest.raises(RequestError) as refused:
+        churn_core.matrix(unseen)
+    assert refused.value.status == 422
+    assert refused.value.detail[0]["rule"] == "isin(['north', 'south', 'east', 'west'])"
+
+
+CHURN_VALUES = (
+    JSON_VALUES
+    | st.sampled_from(
+        ["basic", "pro", "team", "north", "south", "east", "west", "atlantis", "", "North", "pro "]
+    )
+    | st.floats()
+    | st.integers(-(2**70), 2**70)
+    | st.text(max_size=40)
+)
+
+
+@settings_(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_the_fast_path_takes_strings_categories_and_nulls_as_pydantic_does(churn_core, rows, churn, data):
+    base = raw_records(rows[churn.features].head(1))[0]
+    allowed = allowed_values(churn_core.served)
+    recs = data.draw(st.lists(record_strategy(base, CHURN_VALUES, allowed), max_size=3))
+    body = json.dumps({"records": recs})
+    fast, parsed, err = check_fast_path(churn_core, body)
+    if err is not None:
+        assert err.status == 422 and all(d["loc"][0] == "records" for d in err.detail)
+    else:  # whatever pydantic takes (strings, categories, nulls), msgspec takes too: no body is left slow
+        assert fast is not None, body

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import httpx
 import joblib
-import numpy as np
 import pytest
+from fastpath import check_fast_path, record_strategy
 from hypothesis import HealthCheck, given
 from hypothesis import settings as settings_
 from hypothesis import strategies as st
@@ -294,29 +294,6 @@ def test_drift_flags_exactly_the_shifted_feature_and_the_log_keeps_every_row(gua
 
 # --- property-based: hypothesis on the validation, schemathesis on the OpenAPI document -------------------
 
-JSON_VALUES = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
-    max_leaves=6,
-)
-
-
-def record_strategy(base: dict):
-    "A real record with some fields replaced by arbitrary JSON, some dropped, some added."
-    return (
-        st.fixed_dictionaries(
-            {k: st.one_of(st.just(v), JSON_VALUES) for k, v in base.items()},
-        )
-        .flatmap(
-            lambda rec: st.tuples(
-                st.just(rec),
-                st.sets(st.sampled_from(sorted(rec)), max_size=2),
-                st.dictionaries(st.text(max_size=6), JSON_VALUES, max_size=1),
-            )
-        )
-        .map(lambda t: {**{k: v for k, v in t[0].items() if k not in t[1]}, **t[2]})
-    )
-
 
 @pytest.fixture(scope="module")
 def core(exported, settings):
@@ -329,17 +306,11 @@ def core(exported, settings):
 @settings_(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data())
 def test_validation_accepts_exactly_what_the_contract_allows(core, rows, data):
-    from mlkit.serving.core import RequestError
-
     recs = data.draw(st.lists(record_strategy(records(rows.head(1))[0]), min_size=0, max_size=3))
     body = json.dumps({"records": recs})
-    fast = core._plain_matrix(
-        body
-    )  # the gateway's fast path: it may only accept what pydantic accepts, identically
-    try:
-        parsed = core.parse(body)
-    except RequestError as err:
-        assert fast is None, f"the fast path accepted what the contract refuses: {err.detail}"
+    # the gateway's fast path (msgspec) may only accept what pydantic accepts, and gives the same matrix
+    fast, parsed, err = check_fast_path(core, body)
+    if err is not None:
         assert err.status == 422
         for d in err.detail:
             assert d["loc"][0] == "records" and d["msg"]
@@ -355,8 +326,6 @@ def test_validation_accepts_exactly_what_the_contract_allows(core, rows, data):
     assert len(core.predict(parsed)["labels"]) == len(recs)
     plain = all(type(v) in (int, float) for rec in recs for v in rec.values())
     assert (fast is not None) == plain  # plain numbers always take the fast path, and nothing else does
-    if fast is not None:
-        assert np.array_equal(fast, core.classifier.matrix(parsed))
 
 
 @settings_(

@@ -116,18 +116,16 @@ def _check_features(self: OnnxClassifier) -> None:
                 f"(expected {want})."
             )
     self.dtype = np.dtype([(f["name"], object if f["dtype"] == "str" else np.float32) for f in self.features])
+    self._texts = [(f["name"], f["dtype"] == "str") for f in self.features]  # what `_table` does per column
 
 
 @patch
-def _table(self: OnnxClassifier, columns: dict[str, Sequence], n: int) -> np.ndarray:
-    "A structured array of the model's features from columns of raw values."
+def _table(self: OnnxClassifier, columns: Sequence[Sequence], n: int) -> np.ndarray:
+    "A structured array of the model's features from columns of raw values, in feature order."
     table = np.empty(n, dtype=self.dtype)
-    for f in self.features:
-        values = columns[f["name"]]
-        if f["dtype"] == "str":
-            table[f["name"]] = [MISSING_STRING if _is_missing(v) else str(v) for v in values]
-        else:
-            table[f["name"]] = np.asarray(values, dtype=np.float32)
+    for (name, text), values in zip(self._texts, columns, strict=True):
+        # a float32 field converts numbers as np.asarray(values, np.float32) would (None: NaN)
+        table[name] = [MISSING_STRING if _is_missing(v) else str(v) for v in values] if text else values
     return table
 
 
@@ -160,24 +158,27 @@ def prepare(self: OnnxClassifier, X) -> np.ndarray:
     if not self.per_column:
         return np.asarray(X[self.names] if hasattr(X, "columns") else X, dtype=np.float32)
     if hasattr(X, "columns") or (isinstance(X, np.ndarray) and X.dtype.names):
-        return self._table({n: X[n] for n in self.names}, len(X))
+        return self._table([X[n] for n in self.names], len(X))
     rows = np.asarray(X, dtype=object).reshape(-1, len(self.names))
-    return self._table({n: rows[:, j] for j, n in enumerate(self.names)}, len(rows))
+    return self._table(rows.T, len(rows))
 
 
 @patch
 def matrix(self: OnnxClassifier, records: Sequence[Any]) -> np.ndarray:
     "Records (dicts or pydantic models) as the model's input, in its feature order; None is missing."
-    if not self.per_column and not records:
-        return np.empty((0, len(self.names)), dtype=np.float32)
     if not records:
-        return np.empty(0, dtype=self.dtype)
+        return self.from_rows([])
     get = operator.itemgetter if isinstance(records[0], dict) else operator.attrgetter
     row = get(*self.names)
-    rows = [row(r) for r in records] if len(self.names) > 1 else [(row(r),) for r in records]
+    return self.from_rows([row(r) for r in records] if len(self.names) > 1 else [(row(r),) for r in records])
+
+
+@patch
+def from_rows(self: OnnxClassifier, rows: Sequence[Sequence[Any]]) -> np.ndarray:
+    "Rows of raw values in the model's feature order (None is missing) as the model's input: `matrix`'s last step."
     if not self.per_column:
-        return np.array(rows, dtype=np.float32)
-    return self._table({n: [r[j] for r in rows] for j, n in enumerate(self.names)}, len(rows))
+        return np.array(rows, dtype=np.float32).reshape(len(rows), len(self.names))
+    return self._table(list(zip(*rows, strict=True)) if rows else [()] * len(self.names), len(rows))
 
 
 @patch
@@ -263,11 +264,9 @@ class OnnxTextClassifier(OnnxClassifier):
         labels, probabilities = self.session.run(None, feeds)
         return labels, probabilities
 
-    def matrix(self, records: Sequence[Any]) -> np.ndarray:
-        name = self.names[0]
-        return np.asarray(
-            [r[name] if isinstance(r, dict) else getattr(r, name) for r in records], dtype=object
-        )
+    def from_rows(self, rows: Sequence[Sequence[Any]]) -> np.ndarray:
+        "The texts of one-value rows, as an object array (what `matrix` gives for records)."
+        return np.asarray([r[0] for r in rows], dtype=object)
 
 # %% ../../nbs/models/03_inference.ipynb #5ecc5d5e
 PREDICTION = "__prediction__"  # the drift profile's name for a regressor's predicted values

@@ -14,7 +14,7 @@ import secrets
 import threading
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import msgspec
 import numpy as np
@@ -42,20 +42,54 @@ class RequestError(MlkitError):
         self.status, self.detail = status, detail
 
 # %% ../../nbs/serving/00_core.ipynb #339fe1a4
-def _plain_decoder(features: list[dict], max_records: int):
-    "A msgspec decoder of request bodies for a model of float features only (the contract's ranges, nullability, no extra fields); None for other models."
-    if not all(f["dtype"] == "float" and not f.get("allowed") for f in features):
+_INT64 = (-(2**63), 2**63 - 1)  # the int bounds msgspec takes
+
+
+def _fast_type(f: dict[str, Any], max_text_chars: int | None):
+    "The msgspec type of one feature that accepts only what `record_model`'s pydantic type accepts, as the same value; None where in doubt."
+    lo, hi = f.get("min"), f.get("max")
+    if f.get("allowed"):  # pydantic's Literal of numbers (1 == 1.0 == True) has no msgspec twin: strings only
+        if f["dtype"] != "str" or not all(type(v) is str for v in f["allowed"]):
+            return None
+        kind = Literal[tuple(f["allowed"])]
+    elif f["dtype"] == "float":  # msgspec refuses NaN, Infinity and 1e400 itself, as allow_inf_nan=False does
+        bounds = {k: b for k, b in (("ge", lo), ("le", hi)) if b is not None}
+        if not all(isinstance(b, int | float) and float(b) == b for b in bounds.values()):
+            return None  # a bound a float does not hold exactly: pydantic rounds it, msgspec might not alike
+        kind = Annotated[float, msgspec.Meta(**{k: float(b) for k, b in bounds.items()})]
+    elif f["dtype"] == "int":  # the integers within the range and int64 (pydantic decides beyond int64)
+        ge = _INT64[0] if lo is None else max(_INT64[0], math.ceil(lo))
+        le = _INT64[1] if hi is None else min(_INT64[1], math.floor(hi))
+        kind = Annotated[int, msgspec.Meta(ge=ge, le=le)]
+    elif f["dtype"] == "str" and lo is None and hi is None:  # both count code points
+        kind = Annotated[str, msgspec.Meta(max_length=max_text_chars)] if max_text_chars else str
+    elif f["dtype"] == "bool" and lo is None and hi is None:
+        kind = bool
+    else:
         return None
-    fields = []
-    for i, f in enumerate(features):
-        bounds = {k: f[m] for k, m in (("ge", "min"), ("le", "max")) if f.get(m) is not None}
-        kind = Annotated[float, msgspec.Meta(**bounds)] if bounds else float
-        fields.append((f"f{i}", (kind | None) if f.get("nullable") else kind))
-    names = {f"f{i}": f["name"] for i, f in enumerate(features)}
-    Record = msgspec.defstruct("Record", fields, rename=names, forbid_unknown_fields=True, gc=False)
-    records = Annotated[list[Record], msgspec.Meta(min_length=1, max_length=max_records)]
-    Request = msgspec.defstruct("Request", [("records", records)], forbid_unknown_fields=True)
-    return msgspec.json.Decoder(Request)
+    return (kind | None) if f.get("nullable") else kind
+
+
+def _fast_decoder(
+    features: list[dict],  # the served feature spec
+    max_records: int,  # the most records a body may carry
+    max_text_chars: int | None = None,  # the longest free text, as `record_model` takes it
+) -> msgspec.json.Decoder | None:
+    "A msgspec decoder of request bodies under the contract (types, ranges, allowed values, nullability, no extra fields); None when a feature's rule has no exact msgspec twin."
+    try:
+        kinds = [_fast_type(f, max_text_chars) for f in features]
+        if any(k is None for k in kinds):
+            return None
+        # fields f0..fn renamed to the features' names: a feature name need not be an identifier
+        names = {f"f{i}": f["name"] for i, f in enumerate(features)}
+        Record = msgspec.defstruct(
+            "Record", list(zip(names, kinds, strict=True)), rename=names, forbid_unknown_fields=True, gc=False
+        )
+        records = Annotated[list[Record], msgspec.Meta(min_length=1, max_length=max_records)]
+        Request = msgspec.defstruct("Request", [("records", records)], forbid_unknown_fields=True)
+        return msgspec.json.Decoder(Request)
+    except (TypeError, ValueError, OverflowError):  # a rule msgspec cannot hold (an infinite bound, ...)
+        return None
 
 # %% ../../nbs/serving/00_core.ipynb #e154421b
 class ServingCore:
@@ -91,9 +125,8 @@ class ServingCore:
         self.served = served_features(self.features, self.bounds)
         self.max_records, self.max_body_bytes = body_limits(self.served, settings)
         self.Record = record_model(self.served, max_text_chars=settings.max_text_chars)
-        # a model of float features, one matrix input: msgspec decodes its bodies (text models have a str feature)
-        plain = _plain_decoder(self.served, self.max_records)
-        self._plain = plain if plain is not None and not self.classifier.per_column else None
+        # msgspec decodes bodies under the same rules (None: a rule it cannot hold exactly; pydantic does all)
+        self._fast = _fast_decoder(self.served, self.max_records, settings.max_text_chars)
         records = Annotated[list[self.Record], Field(min_length=1, max_length=self.max_records)]
         self.Request = pydantic.create_model(
             "PredictRequest", __config__=ConfigDict(extra="forbid"), records=(records, ...)
@@ -248,18 +281,18 @@ def _refusal(self: ServingCore, error: dict) -> dict:
 @patch
 def matrix(self: ServingCore, body: bytes | str) -> np.ndarray:
     "The model's input rows of a request body; `RequestError` as `parse` raises it."
-    X = self._plain_matrix(body) if self._plain is not None else None
+    X = self._fast_matrix(body) if self._fast is not None else None
     return self.classifier.matrix(self.parse(body)) if X is None else X
 
 
 @patch
-def _plain_matrix(self: ServingCore, body: bytes | str) -> np.ndarray | None:
-    "The float matrix of a body msgspec finds valid under the contract, or None: then pydantic decides and words the error."
+def _fast_matrix(self: ServingCore, body: bytes | str) -> np.ndarray | None:
+    "The model's input of a body msgspec finds valid under the contract, or None: then pydantic decides and words the error."
     try:
-        records = self._plain.decode(body).records
+        records = self._fast.decode(body).records
     except (msgspec.ValidationError, msgspec.DecodeError):
         return None
-    return np.array(list(map(msgspec.structs.astuple, records)), dtype=np.float32)
+    return self.classifier.from_rows(list(map(msgspec.structs.astuple, records)))
 
 # %% ../../nbs/serving/00_core.ipynb #0a7b86f5
 @patch
