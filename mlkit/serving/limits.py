@@ -5,6 +5,7 @@ __all__ = ['FLOAT32_MAX', 'BODY_CEILING', 'finite_rows', 'computable_bounds', 's
 
 # %% ../../nbs/serving/04_limits.ipynb #da2296c1
 import json
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -83,7 +84,10 @@ def served_features(
     out = []
     for f in features:
         b = bounds.get(f["name"])
-        if b is not None:
+        if b is not None and f["dtype"] in ("float", "int"):  # a bool is 0 or 1: always computable
+            b = (
+                math.floor(b) if f["dtype"] == "int" else b
+            )  # an int's bounds are ints (pydantic needs them so)
             lo, hi = f.get("min"), f.get("max")
             f = {**f, "min": -b if lo is None else max(lo, -b), "max": b if hi is None else min(hi, b)}
         out.append(f)
