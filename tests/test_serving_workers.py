@@ -70,6 +70,14 @@ def two(exported, settings, tmp_path_factory):
         yield url, monitor / exported.tag.replace(":", "/")
 
 
+def rows_in_window(url: str, rows: int, seconds: float = 10) -> None:
+    "Wait until /drift's window holds `rows` rows: each worker copies its queued rows in every half second."
+    deadline = time.monotonic() + seconds
+    while (got := httpx.get(url + "/drift", timeout=30).json()["rows"]) != rows:
+        assert time.monotonic() < deadline, f"the window holds {got} rows, not {rows}, after {seconds} s"
+        time.sleep(0.2)
+
+
 def test_two_workers_count_log_and_watch_drift_together(two, exported):
     url, folder = two
     assert len(workers(url)) == 2
@@ -84,6 +92,7 @@ def test_two_workers_count_log_and_watch_drift_together(two, exported):
     assert len({i[:12] for i in ids}) == 2, (
         "one worker answered everything"
     )  # ids start with a per-worker prefix
+    rows_in_window(url, 200)
     for _ in range(4):  # whichever worker answers, the same sums and the same window
         assert (metric(url, model) - before[0], metric(url, answered) - before[1]) == (200, 20)
         calm = httpx.get(url + "/drift", timeout=30).json()
@@ -93,6 +102,12 @@ def test_two_workers_count_log_and_watch_drift_together(two, exported):
     )
     for i in range(0, 200, 10):
         ids += predict(url, shifted.iloc[i : i + 10]).json()["ids"]
+    deadline = (
+        time.monotonic() + 10
+    )  # each worker copies its queued rows into the shared window every half second
+    while httpx.get(url + "/drift", timeout=30).json()["drifted"] != ["worst_smoothness"]:
+        assert time.monotonic() < deadline, "the shifted rows did not reach the window within 10 s"
+        time.sleep(0.2)
     for _ in range(4):
         alarm = httpx.get(url + "/drift", timeout=30).json()
         assert (alarm["decision"], alarm["drifted"], alarm["rows"]) == ("drift", ["worst_smoothness"], 200), (

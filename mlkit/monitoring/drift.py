@@ -212,7 +212,12 @@ def drift_report(
 
 # %% ../../nbs/monitoring/00_drift.ipynb #e62214ca
 _OTHER = "\x00other"  # a categorical value the profile never saw (no profile category can be this)
-_FEW = 8  # up to this many records of a per-column model are coded as Python values (`_few`)
+
+
+def _form(entry: tuple) -> tuple:
+    "What must match for queued requests to be copied as one block: the rows' dtype and width, the outputs watched."
+    X, outputs = entry[1], entry[3]
+    return X.dtype, X.shape[1:], tuple(outputs or ())
 
 
 class DriftMonitor:
@@ -239,7 +244,6 @@ class DriftMonitor:
         self._cats = {name: list(e["shares"]) for name, e in watched if e["kind"] == "categorical"}
         self._codes = {name: {c: float(i) for i, c in enumerate(cats)} for name, cats in self._cats.items()}
         self._plans: dict[int, tuple] = {}  # by the names list's identity (the service passes the same one)
-        self._rowplans: dict[int, tuple] = {}  # the same, for `_few`
         shape = (window + 1, len(self.columns) + 1)  # row 0: [rows written so far, ...]
         if self.folder is None:
             self.path, self._ring = None, np.zeros(shape)
@@ -251,7 +255,9 @@ class DriftMonitor:
             # (__array_finalize__), which cost the request path ~5 µs for two slices
             self._ring = np.asarray(ring)
         self._n = 0
-        self._lock = threading.Lock()
+        self._lock, self._flush_lock, self._queue_lock = threading.Lock(), threading.Lock(), threading.Lock()
+        self._queue: list[tuple] = []  # (time, X, names, outputs) per request, not yet in the ring
+        self._queued = 0  # rows in the queue
 
     def observe_matrix(
         self,
@@ -259,12 +265,38 @@ class DriftMonitor:
         names: Sequence[str],  # its feature names
         outputs: dict[str, np.ndarray] | None = None,  # model outputs watched too, one value per row, by name
     ) -> None:
-        "Add one request's rows: copied into the ring, a few microseconds."
-        X = X[-self.window :] if len(X) > self.window else X
-        if X.dtype.names and len(X) <= _FEW:
-            return self._store(self._few(X, names, outputs))
+        "Queue one request's rows for the window (`flush` copies them in)."
+        with self._queue_lock:
+            self._queue.append((time.time(), X, names, outputs))
+            self._queued += len(X)
+            full = self._queued >= self.window
+        if full:  # a whole window waiting: this request flushes it
+            self.flush()
+
+    def flush(self) -> None:
+        "Copy the queued rows into the ring, consecutive requests of the same form as one block."
+        with self._flush_lock:
+            with self._queue_lock:
+                taken, self._queue, self._queued = self._queue, [], 0
+            while taken:
+                first = taken[0]
+                n = next(
+                    (i for i, e in enumerate(taken) if e[2] is not first[2] or _form(e) != _form(first)),
+                    len(taken),
+                )
+                group, taken = taken[:n], taken[n:]
+                X = np.concatenate([e[1] for e in group]) if n > 1 else first[1]
+                outputs = {k: np.concatenate([e[3][k] for e in group]) for k in first[3] or {}}
+                times = np.repeat([e[0] for e in group], [len(e[1]) for e in group])
+                self._store(self._block(X, first[2], outputs, times))
+
+    def _block(self, X: np.ndarray, names: Sequence[str], outputs: dict, times: np.ndarray) -> np.ndarray:
+        "Ring rows (time, then the watched columns) of rows `X`, the newest `window` of them."
+        if len(X) > self.window:
+            X, times = X[-self.window :], times[-self.window :]
+            outputs = {k: v[-self.window :] for k, v in outputs.items()}
         block = np.empty((len(X), len(self.columns) + 1))
-        block[:, 0] = time.time()
+        block[:, 0] = times
         if X.ndim == 2 and not X.dtype.names:  # a float matrix: one copy (the plan is made once per names)
             src, dst, missing, cats = self._plan(names)
             block[:, dst] = X[:, src]
@@ -272,15 +304,14 @@ class DriftMonitor:
         else:
             columns = {name: None for name in self.columns}
             columns.update(split_columns(X, names))
-        if outputs:
-            columns.update(outputs)
+        columns.update(outputs)
         for name, values in columns.items():
             if (j := self._at.get(name)) is not None:
-                block[:, j] = np.nan if values is None else self._encode(name, values[-self.window :])
-        self._store(block)
+                block[:, j] = np.nan if values is None else self._encode(name, values)
+        return block
 
     def _store(self, block: np.ndarray) -> None:
-        "Write ring rows (time, then the watched columns) after the newest."
+        "Write ring rows after the newest."
         with self._lock:
             i, n = self._n % self.window, len(block)
             first = min(n, self.window - i)
@@ -299,31 +330,6 @@ class DriftMonitor:
             plan = self._plans[id(names)] = (names, _span(src), _span(dst), missing, cats)
         return plan[1:]
 
-    def _few(self, X: np.ndarray, names: Sequence[str], outputs) -> np.ndarray:
-        "Ring rows of a few records of a structured array, coded as `_encode` codes them, from Python values (a per-column array each cost ~2 µs a feature)."
-        if (plan := self._rowplans.get(id(names))) is None or plan[0] is not names:
-            at = [(self._at[n], k, self._codes.get(n)) for k, n in enumerate(names) if n in self._at]
-            plan = self._rowplans[id(names)] = (names, at)
-        rows, now = [], time.time()
-        for rec in X.tolist():
-            row = [math.nan] * (len(self.columns) + 1)
-            row[0] = now
-            for j, k, codes in plan[1]:
-                v = rec[k]
-                if codes is None:
-                    row[j] = math.nan if v is None else v
-                elif v is None or v == "":
-                    row[j] = math.nan
-                else:  # a number as numpy prints its float32 (str of a Python float may print more digits)
-                    v = str(np.float32(v)) if type(v) is float else str(v)
-                    row[j] = codes.get(v, float(len(codes)))
-            rows.append(row)
-        for name, values in (outputs or {}).items():
-            if (j := self._at.get(name)) is not None:
-                for row, v in zip(rows, np.asarray(values, dtype=np.float64).tolist(), strict=True):
-                    row[j] = v
-        return np.array(rows, dtype=np.float64)
-
     def _encode(self, name: str, values) -> np.ndarray:
         if (codes := self._codes.get(name)) is None:
             return np.asarray(values, dtype=np.float64)
@@ -334,6 +340,7 @@ class DriftMonitor:
 
     def _rows(self) -> np.ndarray:
         "The newest `window` rows of every ring in the folder (or of this one), oldest first."
+        self.flush()
         with self._lock:
             parts = [_filled(self._ring)]
         for path in self.folder.glob("drift-*.npy") if self.folder is not None else ():

@@ -12,6 +12,7 @@ import json
 import math
 import secrets
 import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -420,14 +421,19 @@ def drift(self: ServingCore) -> dict[str, Any]:
 
 @patch
 def start(self: ServingCore, every_s: float = 5.0) -> None:
-    "Refresh the drift gauges every `every_s` seconds in a background thread."
+    "In a background thread: copy the queued drift rows into the window every half second, and refresh the drift gauges every `every_s` seconds."
 
     def loop():
         from scipy import stats  # noqa: F401  imported now, not under traffic at the first drift report (~1 s)
 
-        while not self._stop.wait(every_s):
+        due = time.monotonic() + every_s
+        while not self._stop.wait(0.5):
             try:
-                self.drift()
+                if time.monotonic() >= due:
+                    due += every_s
+                    self.drift()  # flushes first
+                elif self.monitor is not None:
+                    self.monitor.flush()
             except Exception:  # a monitoring failure never takes the service down
                 pass
 

@@ -93,6 +93,10 @@ def run_point(mode: str, info: dict, challenger: str, script: Path, seconds: flo
         before = cpu(w)
         out = wrk(url + "/predict", script, 32, seconds)
         out["cpu_ms_per_request"] = (cpu(w) - before) / out["requests"] * 1e3
+        alone = wrk(url + "/predict", script, 1, seconds / 2)  # one caller: what shadow adds to its latency
+        out |= {"c1_p50_ms": alone["p50_ms"], "c1_p99_ms": alone["p99_ms"]}
+        out["non2xx"] += alone["non2xx"]
+        out["errors"] += alone["errors"]
         counts = httpx.get(url + "/metadata").json()["experiment"]
         out["counts"] = counts["counts"] if counts else {}
     return out
@@ -118,8 +122,11 @@ def main() -> None:
             print(f"round {rep + 1} {mode}: {json.dumps(r)}", file=sys.stderr)
     set_mode("one model", info, challenger)
     print(f"load average after: {load_avg()}", file=sys.stderr)
-    print("| mode | req/s median (min-max) | p50 ms | p99 ms | worker CPU ms/request | non-2xx+errors |")
-    print("|---|---|---|---|---|---|")
+    print(
+        "| mode | c32 req/s median (min-max) | c32 p50 ms | c32 p99 ms | worker CPU ms/request | c1 p50 ms "
+        "| c1 p99 ms | non-2xx+errors |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
     for mode, rs in results.items():
         rps = [r["rps"] for r in rs]
 
@@ -129,7 +136,8 @@ def main() -> None:
         bad = sum(r["non2xx"] + r["errors"] for r in rs)
         print(
             f"| {mode} | {statistics.median(rps):.0f} ({min(rps):.0f}-{max(rps):.0f}) | {med('p50_ms'):.2f} | "
-            f"{med('p99_ms'):.2f} | {med('cpu_ms_per_request'):.3f} | {bad} |"
+            f"{med('p99_ms'):.2f} | {med('cpu_ms_per_request'):.3f} | {med('c1_p50_ms'):.3f} "
+            f"| {med('c1_p99_ms'):.3f} | {bad} |"
         )
     print()
     for mode, rs in results.items():

@@ -142,7 +142,8 @@ def service(name: str, env: dict, body: str, args, monitoring: bool = True, spy:
     monitor = f"/tmp/mlkit-floor-monitor/{name}-{time.time_ns()}" if monitoring else ""
     env = {**env, "MLKIT_MONITOR_DIR": monitor, "MLKIT_API_KEY": KEY}
     script, out = lua_script(body, AUTH), {}
-    with server(bentoml_cmd("mlkit.serving:ModelService", port), env, "/livez", port) as (url, proc):
+    cmd = bentoml_cmd("mlkit.serving:ModelService", port)
+    with server(cmd, env, "/livez", port, cwd=Path(args.root)) as (url, proc):
         if spy is not None:
             raw = spy / f"{name}.raw"
             cmd = [
@@ -185,6 +186,17 @@ def main() -> None:
     ap.add_argument("--warmup", type=float, default=3)
     ap.add_argument("--models", nargs="*", default=list(MODELS))
     ap.add_argument("--no-off", action="store_true", help="skip the monitoring-off points")
+    ap.add_argument(
+        "--root",
+        default=str(ROOT),
+        help="serve mlkit from this checkout (an earlier commit's worktree: the history)",
+    )
+    ap.add_argument(
+        "--ablation",
+        action="store_true",
+        help="instead: CPU per request of the floor, the gateway under plain uvicorn with the answer, or the "
+        "model too, replaced by a constant (gateway_ablation.py), and the service",
+    )
     ap.add_argument(
         "--pyspy", default=None, help="profile each model's worker at c32 into this folder instead"
     )
