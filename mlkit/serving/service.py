@@ -130,7 +130,8 @@ class _GatewayFirst(type(ModelService)):
     """BentoML's service whose ASGI app is wrapped by mlkit's gateway: the gateway answers its paths before any of
     BentoML's own middlewares (Starlette's error handler, OpenTelemetry, the traffic timeout with one timer per
     request) and hands everything else, lifespan included, to BentoML's app unchanged. As a user middleware
-    (`add_asgi_middleware`) it sat inside them, and they cost more than the model: reports/benchmarks/serving_floor.md."""
+    (`add_asgi_middleware`) it sat inside them, and they cost more than the model:
+    reports/benchmarks/serving_floor_ratio.md."""
 
     __slots__ = ()
 

@@ -20,6 +20,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -154,9 +155,9 @@ def service(name: str, env: dict, body: str, args, monitoring: bool = True, spy:
                 "--duration",
                 str(int(args.seconds)),
             ]
-            cmd += ["--rate", "200", "--format", "raw", "--output", str(raw), "--nonblocking"] + (
-                ["--native"] if os.environ.get("BENCH_NATIVE") else []
-            )
+            # blocking sampling (the worker is paused per sample: slower, but whole stacks; --nonblocking tore
+            # the asyncio stacks apart)
+            cmd += ["--rate", "100", "--format", "raw", "--output", str(raw)]
             point(url + "/predict", script, 32, args.warmup, 0)
             p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             time.sleep(0.5)
@@ -167,6 +168,63 @@ def service(name: str, env: dict, body: str, args, monitoring: bool = True, spy:
         if monitoring:
             out["c1"] = point(url + "/predict", script, 1, args.seconds, args.warmup)
     return out
+
+
+IDLE = (
+    "Condition.wait",
+    "Event.wait",
+    "time.sleep",
+    "select",
+    "epoll",
+)  # a waiting thread py-spy sampled anyway
+THREADS = [
+    ("PredictionLog._run", "prediction log writer thread (write-ahead files -> Parquet)"),
+    ("start.<locals>.loop", "drift thread (window copies every 0.5 s, tests every 5 s)"),
+    ("Watcher", "A/B watcher thread (polls the registry)"),
+    ("Thread._bootstrap", "other threads"),
+]
+PARTS = [  # first match, in this order, names where an event-loop sample goes
+    ("Session.run", "onnxruntime Session.run"),
+    ("encode_batch", "tokenizer"),
+    ("OnnxClassifier._table", "per-column input table"),
+    ("from_rows", "input matrix from decoded rows"),
+    ("_fast_matrix", "decode + validate (msgspec)"),
+    ("ServingCore.parse", "decode + validate (pydantic)"),
+    ("DriftMonitor.observe_matrix", "drift window (queue)"),
+    ("PredictionLog.log", "prediction log write-ahead (os.write)"),
+    ("Metrics.answered", "request counters (Prometheus, multiprocess)"),
+    ("Counter.inc", "request counters (Prometheus, multiprocess)"),
+    ("OnnxClassifier.answer", "answer building"),
+    ("Gateway._respond", "response send (uvicorn, socket writes)"),
+    ("send_versioned", "response send (uvicorn, socket writes)"),
+    ("Gateway._body", "body read and checks"),
+    ("HttpToolsProtocol", "uvicorn: HTTP parsing, connection"),
+]
+
+
+def breakdown(raw: Path) -> str:
+    "Where a py-spy raw profile's active samples go: each thread, and within the event loop each part of a request."
+    threads, parts, total = Counter(), Counter(), 0
+    for line in raw.read_text().splitlines():
+        stack, _, n = line.rpartition(" ")
+        if not n.isdigit() or any(w in stack.rsplit(";", 1)[-1] for w in IDLE):
+            continue
+        total += int(n)
+        thread = next((label for key, label in THREADS if key in stack), "event loop: the requests")
+        threads[thread] += int(n)
+        if thread.startswith("event loop"):
+            parts[
+                next(
+                    (label for key, label in PARTS if key in stack),
+                    "the rest: uvicorn, asyncio, gateway glue",
+                )
+            ] += int(n)
+    lines = [f"{raw.name}: {total} active samples (waiting threads left out)"]
+    for thread, n in threads.most_common():
+        lines.append(f"  {100 * n / total:5.1f}%  {thread}")
+        if thread.startswith("event loop"):
+            lines += [f"          {100 * m / total:5.1f}%  {part}" for part, m in parts.most_common()]
+    return "\n".join(lines) + "\n"
 
 
 def med(vals: list[float], digits: int = 0) -> str:
@@ -213,7 +271,9 @@ def main() -> None:
             m = models[name]
             body = json.dumps({"records": [m["record"]]}, separators=(",", ":"))
             r = service(name, {**env, "MLKIT_MODEL": m["tag"]}, body, args, spy=spy)
-            (spy / f"{name}.txt").write_text(summarize(spy / f"{name}.raw", top=40))
+            (spy / f"{name}.txt").write_text(
+                breakdown(spy / f"{name}.raw") + "\n" + summarize(spy / f"{name}.raw", top=40)
+            )
             print(
                 f"{name}: c32 {r['c32']['rps']:.0f} req/s under py-spy; {spy / (name + '.txt')}",
                 file=sys.stderr,
