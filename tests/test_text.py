@@ -34,6 +34,18 @@ def test_text_model_exports_with_its_tokenizer_and_parity(text_export, settings)
     assert "reason" in q and ("drop" in q["reason"] or "smaller" in q["reason"] or "failed" in q["reason"])
 
 
+def test_text_model_card_runs_the_model_with_its_tokenizer(text_export, settings):
+    from mlkit.registry.cards import model_card
+
+    _, result = text_export
+    card = model_card(
+        result.tag, settings, n_boot=50
+    ).markdown()  # it failed: no tokenizer for the ONNX model
+    assert (
+        "percentile bootstrap of those rows (50 resamples" in card and "Holdout rows unavailable" not in card
+    )
+
+
 def test_served_text_model_takes_raw_text(text_export, settings):
     _, result = text_export
     with bentoml_server(result.tag, settings) as url:

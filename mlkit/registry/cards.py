@@ -286,7 +286,8 @@ def _metric_sections(
         ]
         return metrics, outcome, [], limits
     classes, target, task = meta.classes, (meta.target or "target"), meta.task
-    onnx = make_classifier(model.path_of("model.onnx"), meta.features, classes, task=task)
+    files = {name: model.path_of(name) for name in meta.files}  # a text model's tokenizer.json
+    onnx = make_classifier(model.path_of("model.onnx"), meta.features, classes, files, task=task)
     predictions, scores = onnx.outputs(holdout[onnx.names])
     y = holdout["__target__"].to_numpy()
     probabilities = scores if task == "classification" else None
