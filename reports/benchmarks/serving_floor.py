@@ -6,8 +6,12 @@
 Both copy `mlkit.serving.service.ModelService`'s config (traffic, tracing, logging, metrics...) and its ASGI middlewares, so
 the floor is measured through the same stack as mlkit's /predict; only the model, validation and monitoring are
 missing. FloorApi answers from a `@bentoml.api` (the floor of a route served by BentoML); FloorMiddleware answers
-from an ASGI middleware added where mlkit's own first one sits (the floor of a hot path answered by a
+from an ASGI middleware added where mlkit's own first one sat (the floor of a hot path answered by a
 middleware: BentoML's stack outside the user middlewares, plus reading the body and answering).
+
+Since 2026-12-05 mlkit's gateway is no longer a user middleware: it wraps BentoML's whole ASGI app
+(mlkit/serving/service.py), so ModelService.middlewares is empty and these two floors measure BentoML's stack with
+mlkit's config only. The floor mlkit's /predict is now held against is a bare uvicorn app: serving_floor_ratio.py.
 """
 
 from typing import Any
