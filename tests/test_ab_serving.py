@@ -120,6 +120,9 @@ def test_shadow_answers_exactly_the_champions_outputs_and_both_logs_hold_the_sam
     assert set(ours["__variant__"]) == {"champion"} and not ours["__shadow__"].any()
     assert (theirs["__model__"] == challenger).all() and (ours["__model__"] == champion).all()
     assert theirs["mean_radius"].tolist() == pytest.approx(ours["mean_radius"].tolist())
+    # each variant's model time is logged (what `mlkit ab report` compares), and is a model's time, not zero
+    for frame in (theirs, ours):
+        assert ((frame["__latency_ms__"] > 0) & (frame["__latency_ms__"] < 1000)).all()
     shadow = 'mlkit_variant_requests_total{role="shadow",variant="challenger"}'
     assert metric(url, shadow) == len(bodies)
     stop_experiment(settings=s)

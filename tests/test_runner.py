@@ -101,16 +101,23 @@ def test_the_kernel_gets_its_environment_and_the_caller_keeps_its_own(settings, 
     params = nbformat.v4.new_code_cell('extra: str = "x"')
     params.metadata["tags"] = ["parameters"]
     probe = "import os\nassert os.environ['MLKIT_RUN_DIR'].endswith(os.environ['MLKIT_RUN_ID'])\n"
-    probe += "assert os.environ['MLKIT_PROBE'] == 'seen', os.environ.get('MLKIT_PROBE')"
+    probe += "assert os.environ['MLKIT_PROBE'] == 'seen', os.environ.get('MLKIT_PROBE')\n"
+    # the kernel talks over Unix sockets (no TCP port to lose to another process): where they are, for below
+    probe += "from ipykernel.connect import get_connection_info\n"
+    probe += "info = get_connection_info(unpack=True)\nassert info['transport'] == 'ipc', info\n"
+    probe += "open(os.path.join(os.environ['MLKIT_RUN_DIR'], 'sockets.txt'), 'w').write(info['ip'])"
     nb.cells = [params, nbformat.v4.new_code_cell(probe)]
     nbformat.write(nb, tmp_path / "probe.ipynb")
     # W&B's own service handle is W&B's process-wide state (set on its first use, cleared at its teardown)
     ours = lambda: {k: v for k, v in os.environ.items() if k != "WANDB_SERVICE"}  # noqa: E731
     before = ours()
     rec = run_notebook(tmp_path / "probe.ipynb", settings=settings, store=store, env={"MLKIT_PROBE": "seen"})
-    assert rec.status == "finished"
+    assert rec.status == "finished", rec.error
     # papermill's kernel got its variables; this process's stay as they were
     assert ours() == before
+    # its sockets lived in a private folder, gone with the run
+    sockets = Path((Path(rec.run_dir) / "sockets.txt").read_text())
+    assert sockets.parent.name.startswith("mlkit-k-") and not sockets.parent.exists()
 
 
 def mlkit(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:

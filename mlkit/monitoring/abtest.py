@@ -189,15 +189,24 @@ def _agreement(
     return {"shared": len(shared), "disagree": float(differ.mean()), "slices": slices[:top]}
 
 
-def _latency(a: pd.DataFrame, b: pd.DataFrame) -> dict[str, Any]:
-    "Each variant's own predict time per request (`__latency_ms__`), where the log has it."
-    if "__latency_ms__" not in a.columns or "__latency_ms__" not in b.columns:
+def _latency(a: pd.DataFrame, b: pd.DataFrame, shadow: bool = False) -> dict[str, Any]:
+    "Each variant's own predict time per request (`__latency_ms__`, once per request id), where the log has it."
+    times = {}
+    for role, frame in (("champion", a), ("challenger", b)):
+        if "__latency_ms__" in frame.columns:
+            request = frame["__id__"].str.rsplit("-", n=1).str[0]  # a record's id is its request's, then -i
+            times[role] = frame.loc[~request.duplicated(), "__latency_ms__"].dropna().to_numpy(dtype=float)
+    if any(len(times.get(role, ())) == 0 for role in ("champion", "challenger")):
         return {"logged": False, "note": "latency was not logged (no __latency_ms__ in the prediction log)"}
     out: dict[str, Any] = {"logged": True}
-    for role, frame in (("champion", a), ("challenger", b)):
-        ms = frame["__latency_ms__"].dropna().to_numpy(dtype=float)
-        q = np.percentile(ms, [50, 90, 99]) if len(ms) else [math.nan] * 3
-        out[role] = {"rows": len(ms), "mean": float(ms.mean()) if len(ms) else math.nan}
+    if shadow:
+        out["note"] = (
+            "shadow mode: the challenger's time is its share of a background batch of requests, "
+            "less than one request alone would take"
+        )
+    for role, ms in times.items():
+        q = np.percentile(ms, [50, 90, 99])
+        out[role] = {"rows": len(ms), "mean": float(ms.mean())}
         out[role].update({k: float(v) for k, v in zip(("p50", "p90", "p99"), q, strict=True)})
     return out
 
@@ -301,7 +310,7 @@ def compare_variants(
             "se": found["se"],
         },
         "draws": found["draws"],
-        "latency": _latency(champion, challenger),
+        "latency": _latency(champion, challenger, paired),
         "agreement": _agreement(champion, challenger, task, rtol, top),
     }
     _decide(out, (len(a), len(b)), found["var"], alpha, mde)
@@ -397,6 +406,7 @@ def _summary(result: dict[str, Any]) -> str:
             f"{role} p50 {_num(lat[role]['p50'])} ms, p99 {_num(lat[role]['p99'])} ms"
             for role in ("champion", "challenger")
         )
+        + (f" ({lat['note']})" if "note" in lat else "")
         if lat["logged"]
         else lat["note"]
     )

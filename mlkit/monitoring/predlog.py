@@ -11,6 +11,7 @@ import errno
 import fcntl
 import io
 import json
+import math
 import os
 import struct
 import threading
@@ -39,8 +40,11 @@ def split_columns(
     return {names[0]: X}
 
 # %% ../../nbs/monitoring/01_predlog.ipynb #f9457873
-_MAGIC = b"mlkit-wal 1\n"  # then one JSON line (the layout of the arrays), then records
-_HEAD = struct.Struct("<IId")  # record: body length, rows, time; then ids, X, labels, probabilities
+_MAGIC = b"mlkit-wal 2\n"  # then one JSON line (the layout of the arrays), then records
+# record: body length, rows, time, the model's time for the request in ms (NaN: not measured); then ids, X, labels,
+# probabilities
+_HEAD = struct.Struct("<IIdf")
+_HEADS = {b"mlkit-wal 1\n": struct.Struct("<IId"), _MAGIC: _HEAD}  # an older mlkit's files are read too
 _PART = struct.Struct("<I")  # each part's length
 
 
@@ -73,23 +77,25 @@ def _column(parts: list[bytes], spec) -> np.ndarray:
 def _read_wal(path: Path) -> tuple[dict | None, dict | None]:
     "A write-ahead file's layout and the columns of its whole records (a cut-off tail is left out); None, None if empty."
     data = path.read_bytes()
-    if not data.startswith(_MAGIC) or b"\n" not in data[len(_MAGIC) :]:
+    head = _HEADS.get(data[: len(_MAGIC)])
+    if head is None or b"\n" not in data[len(_MAGIC) :]:
         return None, None  # cut before its layout line: no record in it
     end = data.index(b"\n", len(_MAGIC))
     layout, at = json.loads(data[len(_MAGIC) : end]), end + 1
-    parts, counts, stamps = ([], [], [], []), [], []
-    while at + _HEAD.size <= len(data):
-        size, n, stamp = _HEAD.unpack_from(data, at)
-        body_end = at + _HEAD.size + size
+    parts, counts, stamps, ms = ([], [], [], []), [], [], []
+    while at + head.size <= len(data):
+        size, n, stamp, *took = head.unpack_from(data, at)
+        body_end = at + head.size + size
         if body_end > len(data):
             break
-        p = at + _HEAD.size
+        p = at + head.size
         for kept in parts:
             (k,) = _PART.unpack_from(data, p)
             kept.append(data[p + _PART.size : p + _PART.size + k])
             p += _PART.size + k
         counts.append(n)
         stamps.append(stamp)
+        ms.append(took[0] if took else math.nan)
         at = body_end
     if not counts:
         return layout, None
@@ -98,7 +104,12 @@ def _read_wal(path: Path) -> tuple[dict | None, dict | None]:
         name: _column(kept, layout[name])
         for name, kept in zip(("X", "labels", "probabilities"), parts[1:], strict=True)
     }
-    return layout, {"ids": ids, "stamps": np.repeat(stamps, counts), **columns}
+    return layout, {
+        "ids": ids,
+        "stamps": np.repeat(stamps, counts),
+        "ms": np.repeat(np.float32(ms), counts),
+        **columns,
+    }
 
 # %% ../../nbs/monitoring/01_predlog.ipynb #31f5992c
 class PredictionLog:
@@ -141,11 +152,12 @@ def log(
     labels: np.ndarray,  # the predicted labels
     probabilities: np.ndarray,  # class probabilities, one row per record
     model: str,  # the model tag
+    ms: float = math.nan,  # the model's time for this request, in milliseconds (`__latency_ms__`)
 ) -> int:
     "Write one request's rows ahead (one `os.write`); the rows lost (0 unless the disk failed)."
     n = len(ids)
     parts = _part(list(ids)) + _part(X) + _part(labels) + _part(probabilities)
-    record = _HEAD.pack(len(parts), n, time.time()) + parts
+    record = _HEAD.pack(len(parts), n, time.time(), ms) + parts
     key = (
         model,
         X.dtype,
@@ -300,6 +312,7 @@ def _table(layout: dict | None, columns: dict | None):
             ),
             "__id__": pa.array(columns["ids"], type=pa.string()),
             "__model__": pa.array([layout["model"]] * len(columns["ids"]), type=pa.string()),
+            "__latency_ms__": pa.array(columns["ms"], type=pa.float32()),
             "__prediction__": pa.array(columns["labels"]),
             "__probabilities__": pa.FixedSizeListArray.from_arrays(
                 pa.array(probabilities.ravel()), probabilities.shape[1]

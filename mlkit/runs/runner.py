@@ -13,7 +13,9 @@ import importlib.metadata
 import json
 import logging
 import os
+import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 from typing import IO, Any
 
@@ -124,12 +126,14 @@ class RunStopped(RunFailed):
     "The notebook was interrupted (KeyboardInterrupt) before its end; its record says 'stopped' at which cell."
 
 # %% ../../nbs/runs/06_runner.ipynb #ecc3f5ef
-def _kernel_manager(env: dict[str, str], log: IO[bytes] | None = None) -> type:
+def _kernel_manager(env: dict[str, str], log: IO[bytes] | None = None, sockets: Path | None = None) -> type:
     "A kernel manager class whose kernels get `env` on top of this process's environment, which stays as it is."
     from jupyter_client.manager import AsyncKernelManager
 
     class KernelWithEnv(AsyncKernelManager):
         async def _async_pre_start_kernel(self, **kw):
+            if sockets is not None:  # Unix sockets in a private folder: no TCP port another process can take
+                self.transport, self.ip, self.cache_ports = "ipc", str(sockets / "k"), False
             kw["env"] = {**kw.get("env", os.environ), **env}
             if log is not None:  # the kernel process's own output (its log, not the cells'): into `log`
                 kw["stdout"] = kw["stderr"] = log
@@ -210,6 +214,8 @@ def _execute(path: Path, output: Path, values: dict[str, Any], env: dict[str, st
 
     kernel_name = read_notebook(path).metadata.get("kernelspec", {}).get("name") or "python3"
     kernel_log = (output.parent / "kernel.log").open("ab")  # closed below, also after an interrupt
+    # a short private folder for the kernel's sockets (a Unix socket's path holds at most 107 bytes)
+    sockets = Path(tempfile.mkdtemp(prefix="mlkit-k-")) if os.name == "posix" else None
     try:
         pm.execute_notebook(
             str(path),
@@ -221,7 +227,7 @@ def _execute(path: Path, output: Path, values: dict[str, Any], env: dict[str, st
             progress_bar=False,
             log_output=False,
             extra_arguments=["--IPKernelApp.log_level=ERROR"],
-            kernel_manager_class=_kernel_manager(env, kernel_log),  # its environment, and its log
+            kernel_manager_class=_kernel_manager(env, kernel_log, sockets),  # its environment, log, sockets
         )
     except pm.PapermillExecutionError as err:  # the notebook raised: papermill kept the evidence
         return _outcome(output, err.ename, err.evalue)
@@ -229,6 +235,8 @@ def _execute(path: Path, output: Path, values: dict[str, Any], env: dict[str, st
         return "failed", repr(err)
     finally:
         kernel_log.close()
+        if sockets is not None:
+            shutil.rmtree(sockets, ignore_errors=True)
     return _outcome(output, None)
 
 

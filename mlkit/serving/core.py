@@ -181,10 +181,13 @@ class ServingCore:
     async def predict_together(self, parts: Sequence[np.ndarray]) -> list[np.ndarray]:
         "One model call for the rows of several requests (the adaptive batcher's callback; runs on the event loop)."
         X = parts[0] if len(parts) == 1 else np.concatenate(parts)
+        started = time.perf_counter()
         predictions, scores = self.classifier.outputs(X)
+        ms = (time.perf_counter() - started) * 1e3  # every request of the batch waited for all of it
         self.metrics.batch_rows.observe(len(X))
-        # one float array per batch (probabilities and the label's position, or the values): the batcher splits it
-        packed = self.classifier.pack(predictions, scores)
+        # one float array per batch (probabilities and the label's position, or the values; the model's time
+        # last): the batcher splits it
+        packed = np.column_stack([self.classifier.pack(predictions, scores), np.full(len(X), ms)])
         return np.split(packed, np.cumsum([len(p) for p in parts[:-1]]))
 
 
@@ -305,11 +308,13 @@ def predict(self: ServingCore, records: list) -> dict[str, Any]:
 @patch
 def predict_matrix(self: ServingCore, X: np.ndarray) -> dict[str, Any]:
     "`predict` for rows already in the model's input form (`matrix`)."
-    return self._answer(X, *self.classifier.outputs(X))
+    started = time.perf_counter()
+    labels, probabilities = self.classifier.outputs(X)
+    return self._answer(X, labels, probabilities, (time.perf_counter() - started) * 1e3)
 
 
 @patch
-def _answer(self: ServingCore, X, labels: np.ndarray, probabilities: np.ndarray) -> dict[str, Any]:
+def _answer(self: ServingCore, X, labels: np.ndarray, probabilities: np.ndarray, ms: float) -> dict[str, Any]:
     "The answer to one request whose rows `X` the model has predicted: ids given, drift observed, rows logged."
     # one float64 sum (no overflow: float32 values) is finite exactly when every output is; a few values are
     # summed as Python floats (a numpy reduction costs ~3 µs, a tenth of a one-record request's model time)
@@ -338,7 +343,7 @@ def _answer(self: ServingCore, X, labels: np.ndarray, probabilities: np.ndarray)
         # with the outputs watched beside the inputs (a regressor's predicted values)
         self.monitor.observe_matrix(X, self.names, self.classifier.drift_outputs(labels, probabilities))
     if self.log is not None:
-        self.log.log(ids, X, labels, probabilities, self.tag)
+        self.log.log(ids, X, labels, probabilities, self.tag, ms)
     self._predicted.inc(len(X))
     return {**out, "model": self.tag, "ids": ids}
 
@@ -352,7 +357,11 @@ def predict_rows(self: ServingCore, records: list) -> list[dict[str, Any]]:
 @patch
 def rows_from(self: ServingCore, X, packed: np.ndarray) -> list[dict[str, Any]]:
     "The batch endpoint's answer for one request's rows `X` from its share of `predict_together`."
-    return _rows(self._answer(X, *self.classifier.unpack(packed)))
+    return _rows(
+        self._answer(
+            X, *self.classifier.unpack(packed[:, :-1]), float(packed[0, -1]) if len(packed) else math.nan
+        )
+    )
 
 # %% ../../nbs/serving/00_core.ipynb #7267e4ec
 @patch
@@ -367,9 +376,17 @@ def limits_line(self: ServingCore) -> str:
     return f"serving {self.tag}: a request carries at most {records} and {bytes_}, whole within {s.body_timeout_s:g} s"
 
 
+def _winner(core: ServingCore) -> ServingCore | None:
+    "The challenger that won the experiment (`mlkit ab promote`) and answers in `core`'s place until a restart."
+    ab = core.ab
+    return ab.challenger if ab is not None and ab.mode == "promoted" else None
+
+
 @patch
 def describe(self: ServingCore) -> dict[str, Any]:
     "What `GET /metadata` answers: the model, its alias, lineage, contract and export figures."
+    if (won := _winner(self)) is not None:  # an experiment's challenger won and answers by this alias
+        return {**won.describe(), "alias": self.alias, "experiment": self.ab.describe()}
     m, s = self.metadata, self.settings
     return {
         "model": self.tag,
@@ -407,6 +424,8 @@ def describe(self: ServingCore) -> dict[str, Any]:
 @patch
 def drift(self: ServingCore) -> dict[str, Any]:
     "Test the drift window now, update the gauges; what `GET /drift` answers."
+    if (won := _winner(self)) is not None:  # its rows are the ones the answers came from
+        return won.drift()
     if self.monitor is None:
         return {"decision": "not monitored", "drifted": [], "features": [], "model": self.tag}
     report = self.monitor.report()

@@ -111,6 +111,13 @@ class Metrics:
             **latest,
         )
         self._answered: dict[tuple[str, int], tuple] = {}
+        self._children: dict[tuple[int, tuple[str, ...]], object] = {}
+
+    def child(self, metric, *labels: str):
+        "`metric.labels(*labels)`, looked up once: prometheus_client's lookup takes a lock and ~1.5 µs per call."
+        if (kid := self._children.get((id(metric), labels))) is None:
+            kid = self._children[id(metric), labels] = metric.labels(*labels)
+        return kid
 
     def answered(self, endpoint: str, status: int, seconds: float) -> None:
         "Count one request and its time in the gateway (each label's child looked up once, not per request)."

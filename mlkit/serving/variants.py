@@ -133,7 +133,7 @@ async def predict(
     self._answered("champion", time.perf_counter() - started)
     if failed is not None:  # the champion took a body the challenger did not: the challenger's failure
         self._judge(True, seconds)
-        self._m.variant_errors.labels("challenger", failed).inc()
+        self._m.child(self._m.variant_errors, "challenger", failed).inc()
         self.counts[f"challenger {failed}"] += 1
     if self._queue is not None and (self.share >= 1 or self.draw(headers) < self.share):
         ids = answer["ids"] if isinstance(answer, dict) else [r["id"] for r in answer]
@@ -141,7 +141,7 @@ async def predict(
             self._queue.put_nowait((X if self._same else body, ids))
         except queue.Full:
             self.counts["challenger dropped"] += 1
-            self._m.variant_errors.labels("challenger", "dropped").inc()
+            self._m.child(self._m.variant_errors, "challenger", "dropped").inc()
     return _label(answer, "champion")
 
 
@@ -169,8 +169,8 @@ async def _challenger_answer(self: Variants, gateway, path: str, body: bytes):
 @patch
 def _answered(self: Variants, name: str, seconds: float, role: str = "answered") -> None:
     self.counts[f"{name} {role}"] += 1
-    self._m.variant_requests.labels(name, role).inc()
-    self._m.variant_latency.labels(name).observe(seconds)
+    self._m.child(self._m.variant_requests, name, role).inc()
+    self._m.child(self._m.variant_latency, name).observe(seconds)
 
 # %% ../../nbs/serving/06_variants.ipynb #59bbdb311c014d738909a11f9e486628
 @patch
@@ -224,7 +224,7 @@ def _shadow_loop(self: Variants) -> None:
                 self._shadow(batch)
             except Exception:  # the challenger's failure is counted, never the service's
                 self.counts["challenger error"] += len(batch)
-                self._m.variant_errors.labels("challenger", "error").inc(len(batch))
+                self._m.child(self._m.variant_errors, "challenger", "error").inc(len(batch))
         if stop:
             return
 
@@ -238,19 +238,21 @@ def _shadow(self: Variants, batch: list[tuple[bytes | np.ndarray, list[str]]]) -
             parts.append((item if isinstance(item, np.ndarray) else chal.matrix(item), ids))
         except RequestError:  # its contract refuses what the champion took
             self.counts["challenger refused"] += 1
-            self._m.variant_errors.labels("challenger", "refused").inc()
+            self._m.child(self._m.variant_errors, "challenger", "refused").inc()
     if not parts:
         return
     X = parts[0][0] if len(parts) == 1 else np.concatenate([p[0] for p in parts])
+    model_started = time.perf_counter()
     labels, scores = chal.classifier.outputs(X)
+    ms = (time.perf_counter() - model_started) * 1e3 / len(parts)  # each request's share of the model call
     if chal.log is not None:  # one record for the batch: one write
-        chal.log.log([i for _, ids in parts for i in ids], X, labels, scores, chal.tag)
-    chal.metrics.predictions.labels(chal.tag).inc(len(X))
+        chal.log.log([i for _, ids in parts for i in ids], X, labels, scores, chal.tag, ms)
+    chal._predicted.inc(len(X))
     seconds = (time.perf_counter() - started) / len(parts)  # its share of the batch's time
     self.counts["challenger shadow"] += len(parts)
-    self._m.variant_requests.labels("challenger", "shadow").inc(len(parts))
+    self._m.child(self._m.variant_requests, "challenger", "shadow").inc(len(parts))
     for _ in parts:
-        self._m.variant_latency.labels("challenger").observe(seconds)
+        self._m.child(self._m.variant_latency, "challenger").observe(seconds)
 
 # %% ../../nbs/serving/06_variants.ipynb #4dd4641cc4064e0191573fe9c69df29b
 @patch
