@@ -19,7 +19,20 @@ LAYERS: dict[str, int] = {
     ),  # model versions and how they move; what served models see
     "serving": 4,  # the served model over HTTP
     **dict.fromkeys(
-        ("cli", "cli_data", "cli_ab", "magics", "demo", "retrain", "lab", "docs", "project"), 5
+        (
+            "cli",
+            "cli_common",
+            "cli_data",
+            "cli_ab",
+            "cli_registry",
+            "magics",
+            "demo",
+            "retrain",
+            "lab",
+            "docs",
+            "project",
+        ),
+        5,
     ),  # faces: nothing below uses them
 }
 

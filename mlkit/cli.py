@@ -12,20 +12,18 @@ A failure a user can cause is one line on stderr and exit code 1 (2 for a usage 
 outside an option's choices); `mlkit --debug ...` or MLKIT_DEBUG=1 shows the traceback as well (`main`).
 """
 
-import enum
 import json
 import os
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
-from contextvars import ContextVar
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import typer
 
 from mlkit.cli_ab import app as ab_app
+from mlkit.cli_common import returning_now, show
 from mlkit.cli_data import data_app
+from mlkit.cli_registry import registry_app
 
 app = typer.Typer(
     help="mlkit: notebook-first ML from experiment to served model.",
@@ -44,11 +42,9 @@ Pruner = Literal["median", "hyperband", "none"]
 Direction = Literal["maximize", "minimize"]
 
 
-class Quantize(enum.StrEnum):  # an Enum: typer takes no list of Literal
-    int8 = "int8"
-    fp16 = "fp16"
-
-
+app.add_typer(
+    registry_app
+)  # export, build, models, promote, rollback, audit, lineage, card (mlkit.cli_registry)
 app.add_typer(data_app, name="data")  # mlkit data add | list | show (mlkit.cli_data)
 app.add_typer(ab_app, name="ab")  # mlkit ab start | stop | promote | status | report (mlkit.cli_ab)
 
@@ -64,49 +60,6 @@ def _root(
     "mlkit: notebook-first ML from experiment to served model."
     global _debug
     _debug = _debug or debug
-
-
-def _console():
-    "A rich console; 140 columns when not a terminal, so piped tables are not cropped at 80."
-    from rich.console import Console
-
-    return Console(width=None if sys.stdout.isatty() else 140)
-
-
-def _console_err():
-    "The console progress bars draw on: stderr, so stdout keeps only the result."
-    from rich.console import Console
-
-    return Console(stderr=True)
-
-
-_returning: ContextVar[bool] = ContextVar("mlkit_cli_returning", default=False)
-
-
-@contextmanager
-def returning() -> Iterator[None]:
-    "Within it, commands return their result for the caller to display instead of printing it (how `%mlkit` runs them)."
-    token = _returning.set(True)
-    try:
-        yield
-    finally:
-        _returning.reset(token)
-
-
-def _show(
-    value: Any,  # the command's result: a record, a table, a list of JSON records
-    text: str | None = None,  # its form on stdout (default: `value` printed by rich)
-    note: str | None = None,  # a line for stderr, on the command line only
-) -> Any:
-    "Print a command's result for the terminal, unless inside `returning()`; return `value` either way."
-    if not _returning.get():
-        if note is not None:
-            typer.echo(note, err=True)
-        if text is None:
-            _console().print(value)
-        else:
-            typer.echo(text)
-    return value
 
 
 def _overrides(notebook: Path, param: list[str] | None, params_file: Path | None) -> dict[str, Any]:
@@ -150,7 +103,7 @@ def run(
     try:
         record = run_notebook(notebook, overrides, force=force)
     except KeyboardInterrupt as err:  # Ctrl-C: the runner recorded the run 'stopped' and says which in a note
-        if _returning.get():  # in a notebook (`%mlkit run`) the interrupt stops the cell, as any other
+        if returning_now():  # in a notebook (`%mlkit run`) the interrupt stops the cell, as any other
             raise
         typer.echo(f"stopped: {(getattr(err, '__notes__', None) or ['interrupted'])[-1]}", err=True)
         raise typer.Exit(130) from None
@@ -164,7 +117,7 @@ def run(
             "run, and `mlkit export` refuses it.",
             err=True,
         )
-    return _show(record, record.id)
+    return show(record, record.id)
 
 
 @app.command()
@@ -200,8 +153,8 @@ def runs(
     board = list_runs(notebook=notebook, status=status, study=study, sort=sort)
     if as_json:
         rows = [r.to_json() for r in board.records]
-        return _show(rows, json.dumps(rows, indent=1))
-    return _show(board)
+        return show(rows, json.dumps(rows, indent=1))
+    return show(board)
 
 
 @app.command()
@@ -212,7 +165,7 @@ def compare(run_ids: Annotated[list[str], typer.Argument(help="two or more run i
     from mlkit.runs.studies import compare_table
 
     store = RunStore(get_settings().run_db)
-    return _show(compare_table([store.get(r) for r in run_ids]))
+    return show(compare_table([store.get(r) for r in run_ids]))
 
 
 @app.command()
@@ -272,7 +225,7 @@ def sweep(
         f"study {result.study}: {c['complete']} complete, {c['pruned']} pruned, {c['fail']} failed; "
         f"best {result.best_value} with {result.best_params} (run {result.best_run_id})"
     )
-    return _show(result, result.study, note=note)
+    return show(result, result.study, note=note)
 
 
 @app.command()
@@ -290,7 +243,7 @@ def sync(
     if bool(run_id) == all_runs:
         raise ConfigError("Say which runs to push: `mlkit sync --run RUN_ID` or `mlkit sync --all`.")
     report = sync_runs(get_settings(), run_id, dry_run=dry_run)
-    return _show(report, "\n".join(report.lines()) or "nothing to push: no offline W&B runs")
+    return show(report, "\n".join(report.lines()) or "nothing to push: no offline W&B runs")
 
 
 @app.command()
@@ -304,55 +257,7 @@ def report(
     from mlkit.runs.studies import study_report, study_summary
 
     summary = study_summary(study, storage, report=study_report(study, storage=storage))
-    return _show(summary, str(summary.report))
-
-
-@app.command()
-def export(
-    run_id: Annotated[str, typer.Argument(help="a finished run that logged a model")],
-    quantize: Annotated[
-        list[Quantize] | None, typer.Option(help="also try a quantized variant (repeatable)")
-    ] = None,
-    card: Annotated[bool, typer.Option(help="write the version's model card under reports/models/")] = True,
-) -> None:
-    "Export RUN_ID's model to ONNX with a parity check into the model store, with its model card; prints the model tag."
-    from mlkit.progress import StepProgress
-    from mlkit.registry.cards import write_card
-    from mlkit.registry.export import export_run
-
-    steps = ["convert", "parity", "latency", *(["quantize"] if quantize else []), "save", "W&B"]
-    with StepProgress(f"export {run_id}", steps, console=_console_err()) as progress:
-        result = export_run(run_id, quantize=[q.value for q in quantize or []], on_step=progress.step)
-    p = result.parity
-    typer.echo(
-        f"parity on {p.n_rows} holdout rows: max |dp| {p.max_abs_diff:.2e}, label agreement {p.label_agreement:.2%}"
-        if p.task == "classification"
-        else f"parity on {p.n_rows} holdout rows: max |Δ| {p.max_abs_diff:.2e}, "
-        f"{p.label_agreement:.2%} of rows within atol {p.atol:g} + rtol {p.rtol:g}·|y|",
-        err=True,
-    )
-    for name, ms in result.latency_ms.items():
-        typer.echo(f"latency {name}: " + ", ".join(f"batch {b}: {v:.3f} ms" for b, v in ms.items()), err=True)
-    for kind, q in result.quantization.items():
-        typer.echo(f"{kind}: {'kept' if q['kept'] else 'discarded'}: {q['reason']}", err=True)
-    if card:
-        md, html = write_card(result.tag)
-        typer.echo(f"model card: {md} and {html.name}", err=True)
-    typer.echo(result.tag)
-
-
-@app.command()
-def build(
-    model: Annotated[
-        str | None, typer.Option(help="alias, tag or model name; default: the 'model' setting")
-    ] = None,
-) -> None:
-    "Build the bento of MODEL (service, model, lineage labels, container settings); prints its tag."
-    from mlkit.serving.bento import build_bento
-
-    tag, path = build_bento(model)
-    typer.echo(f"built from {path}; containerize with: bentoml containerize {tag}", err=True)
-    typer.echo(tag)
+    return show(summary, str(summary.report))
 
 
 @app.command()
@@ -384,7 +289,7 @@ def feedback(
         str | None, typer.Option(help="alias, tag or model name; default: the 'model' setting")
     ] = None,
 ) -> None:
-    "Live metric of MODEL on late labels, against its training metric."
+    "Live metric of MODEL on late labels, against its training metric; while a canary runs, its guard judges them too."
     from mlkit.monitoring.feedback import feedback as run_feedback
 
     out = run_feedback(file, model)
@@ -398,6 +303,19 @@ def feedback(
     for name, o in out.get("others", {}).items():
         was = "" if o["training"] is None else f" (training {o['training']:.4f}, change {o['change']:+.4f})"
         typer.echo(f"  live {name} {o['live']:.4f}{was}")
+    from mlkit.core import MlkitError
+    from mlkit.monitoring.abtest import live_guard
+
+    try:  # while a canary runs, the same labels judge its challenger (mlkit.monitoring.abtest.live_guard)
+        guard = live_guard(file)
+    except MlkitError as err:
+        typer.echo(f"the canary's live-metric guard could not judge these labels: {err}", err=True)
+        return
+    if guard is not None:
+        verdict = "rolled back to share 0" if guard["rolled_back"] else "passed"
+        typer.echo(
+            f"canary {guard['experiment']}: live-metric guard {verdict}: {guard['checks'][0]['detail']}"
+        )
 
 
 @app.command()
@@ -414,89 +332,6 @@ def retrain(
     typer.echo(json.dumps(out, indent=1))
     if out["action"] == "failed":
         raise typer.Exit(1)
-
-
-@app.command()
-def models(
-    as_json: Annotated[bool, typer.Option("--json", help="print JSON instead of a table")] = False,
-    name: Annotated[str | None, typer.Option(help="only versions of this model name")] = None,
-) -> Any:
-    "List model versions in the store with their aliases and key metrics."
-    from mlkit.registry.versions import list_versions, versions_view
-
-    versions = list_versions(name)
-    if as_json:
-        rows = [v.to_json() for v in versions]
-        return _show(rows, json.dumps(rows, indent=1, default=str))
-    return _show(versions_view(versions))
-
-
-@app.command()
-def promote(
-    tag: Annotated[str, typer.Argument(help="the candidate model version, name:version")],
-    alias: Annotated[str, typer.Option("--alias", help="e.g. production, champion, challenger")],
-    reason: Annotated[str | None, typer.Option(help="why, for the audit log")] = None,
-    force: Annotated[bool, typer.Option("--force", help="skip the gate; recorded as forced")] = False,
-) -> None:
-    "Point ALIAS at TAG if it passes the gate (metric margin, parity and contract, latency budget)."
-    from mlkit.registry.promotion import promote as run_promote
-
-    typer.echo(str(run_promote(tag, alias, reason=reason, force=force)))
-
-
-@app.command()
-def rollback(
-    alias: Annotated[str, typer.Option("--alias", help="the alias to point back")],
-    reason: Annotated[str | None, typer.Option(help="why, for the audit log")] = None,
-) -> None:
-    "Point ALIAS back to the version it held before, in one audited step."
-    from mlkit.registry.promotion import rollback as run_rollback
-
-    typer.echo(str(run_rollback(alias, reason=reason)))
-
-
-@app.command()
-def audit(
-    alias: Annotated[str | None, typer.Option(help="only this alias's changes")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="print JSON instead of a table")] = False,
-) -> None:
-    "The append-only log of alias changes: who, when, from which version to which, why, the metrics."
-    from mlkit.registry.aliases import audit_log, audit_view
-
-    entries = audit_log(alias)
-    if as_json:
-        typer.echo(json.dumps([e.to_json() for e in entries], indent=1, default=str))
-        return
-
-    _console().print(audit_view(entries))
-
-
-@app.command()
-def lineage(
-    tag: Annotated[str, typer.Argument(help="a model version, name:version")],
-    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
-) -> None:
-    "The chain behind TAG: run, notebook and its hash, parameters, data fingerprints, git commit, packages."
-    from mlkit.registry.lineage import lineage as chain_of
-
-    chain = chain_of(tag)
-    if as_json:
-        typer.echo(json.dumps(chain.to_json(), indent=1, default=str))
-        return
-
-    _console().print(chain)
-
-
-@app.command()
-def card(
-    tag: Annotated[str, typer.Argument(help="a model version, name:version")],
-    out_dir: Annotated[Path | None, typer.Option(help="folder (default: reports/models)")] = None,
-) -> None:
-    "Write TAG's model card (Markdown and HTML) under reports/models/; prints both paths."
-    from mlkit.registry.cards import write_card
-
-    for path in write_card(tag, out_dir=out_dir):
-        typer.echo(path)
 
 
 @app.command()

@@ -124,6 +124,8 @@ class Settings:
     ab_guard_error_rate: float  # canary: a larger share of failed challenger requests sets its share to 0
     ab_guard_p99_ms: float  # canary: a slower p99 of the challenger's own time sets its share to 0
     ab_guard_window: int  # canary: the recent challenger requests the guard judges (at least 20)
+    ab_guard_metric_drop: float  # canary: a live metric worse than the champion's by more than this share of it, surely, sets its share to 0
+    ab_guard_min_labels: int  # canary: the labelled rows per variant before the live metric is judged
     ab_sticky_key: str  # the request header whose value assigns a caller to one variant; '' or absent: random
     ab_seed: int | None  # the experiment's seed; None: a random one, recorded with the experiment
     ab_poll_s: float  # how often the service checks the registry for experiment changes
@@ -266,6 +268,8 @@ _KEYS: dict[str, tuple[str, Any, str]] = {
     "ab_guard_error_rate": ("ab", _share, "0.05"),
     "ab_guard_p99_ms": ("ab", _positive, "250"),
     "ab_guard_window": ("ab", _positive_int, "200"),
+    "ab_guard_metric_drop": ("ab", _share, "0.02"),
+    "ab_guard_min_labels": ("ab", _positive_int, "200"),
     "ab_sticky_key": ("ab", str, "X-Caller"),
     "ab_seed": ("ab", _optional_int, ""),
     "ab_poll_s": ("ab", _positive, "2"),

@@ -13,7 +13,8 @@ import typer
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_magic, magics_class
 
-from .cli import app, returning
+from .cli import app
+from .cli_common import returning
 from .core import MlkitError
 
 # %% ../nbs/93_magics.ipynb #82434e34

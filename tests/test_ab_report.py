@@ -44,11 +44,12 @@ def world(seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return np.array([f"req-{i}" for i in range(N)]), X, rng.integers(0, 2, N)
 
 
-def serve(tag: str, settings, ids, X, predictions, probabilities) -> None:
-    "Log predictions as the service does: one request of 100 records at a time, compacted at the end."
+def serve(tag: str, settings, ids, X, predictions, probabilities, role: str | None = None) -> None:
+    "Log predictions as the service does (as `role` while an experiment runs): 100 records a request, compacted at the end."
     from mlkit.monitoring.predlog import PredictionLog, log_folder
 
     log = PredictionLog(log_folder(tag, settings), FEATURES)
+    log.role(role)
     for at in range(0, len(ids), 100):
         part = slice(at, at + 100)
         lost = log.log(ids[part].tolist(), X[part], predictions[part], probabilities[part], model=tag)
@@ -213,3 +214,69 @@ def test_the_cli_prints_the_recommendation_and_the_report(project, tmp_path):
     assert done.returncode == 1 and done.stderr.startswith(
         "error: The champion's predictions: None of the 1"
     ), done.stderr
+
+
+def canary(project, tmp_path, accuracies: tuple[float, float], rows: int = N) -> tuple:
+    "A running canary in a registry of this test's own; each variant's answers to half of `rows` requests logged."
+    from mlkit.registry.abtest import start_experiment
+
+    s = dataclasses.replace(project, run_db=f"sqlite:///{tmp_path}/runs.db")
+    champion, challenger = version("canary-churn", s), version("canary-churn", s)
+    exp = start_experiment(challenger, "canary", champion=champion, reason="try it", settings=s)
+    ids, X, truth = world()
+    order = np.random.default_rng(1).permutation(rows)
+    halves = (order[: rows // 2], order[rows // 2 :])
+    for k, (tag, part, accuracy, role) in enumerate(
+        zip((champion, challenger), halves, accuracies, ("champion", "challenger"), strict=True)
+    ):
+        serve(tag, s, ids[part], X[part], *classifier(truth, part, accuracy, seed=20 + k), role=role)
+    labels = tmp_path / "labels.csv"
+    pd.DataFrame({"id": ids[:rows], "label": truth[:rows]}).to_csv(labels, index=False)
+    return s, exp, champion, labels
+
+
+def test_mlkit_feedback_rolls_a_surely_worse_canary_back_audited(project, tmp_path):
+    "Late labels show the challenger 15 points worse on 1500 rows each: `mlkit feedback` sets its share to 0."
+    from mlkit.registry.abtest import current_experiment
+    from mlkit.registry.aliases import audit_log
+
+    s, exp, champion, labels = canary(project, tmp_path, (0.85, 0.70))
+    env = {**os.environ, "MLKIT_MONITOR_DIR": str(s.monitor_dir), "MLKIT_RUN_DB": s.run_db}
+    done = subprocess.run(
+        [sys.executable, "-m", "mlkit.cli", "feedback", str(labels), "--model", champion],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    line = done.stdout.splitlines()[-1]
+    assert line.startswith(
+        f"canary {exp['id']}: live-metric guard rolled back to share 0: live accuracy 0.7 "
+    ), line
+    now = current_experiment(s)
+    assert (now["status"], now["share"], now["revision"]) == ("rolled_back", 0.0, exp["revision"] + 1)
+    last = audit_log(settings=s)[-1]
+    assert (last.action, last.alias, last.from_tag) == ("ab-rollback", f"ab:{exp['id']}", champion)
+    assert last.checks[0]["name"] == "live_metric" and not last.checks[0]["passed"]
+    assert "1500 and 1500 labelled rows" in last.reason and "guard: worse by more than 0.017" in last.reason
+
+
+def test_the_live_guard_keeps_an_equal_canary_and_waits_for_enough_labels(project, tmp_path):
+    from mlkit.monitoring.abtest import live_guard
+    from mlkit.registry.abtest import current_experiment, stop_experiment
+
+    s, exp, _, labels = canary(project, tmp_path, (0.8, 0.8))
+    kept = live_guard(labels, s)
+    assert (kept["judged"], kept["passed"], kept["rolled_back"]) == (True, True, False), kept["checks"]
+    assert current_experiment(s)["revision"] == exp["revision"]  # nothing written
+
+    (tmp_path / "few").mkdir()  # a registry of its own
+    s, exp, _, labels = canary(project, tmp_path / "few", (0.9, 0.1), rows=300)
+    waiting = live_guard(
+        labels, s
+    )  # far worse, but on 150 labelled rows each, below ab_guard_min_labels (200)
+    assert (waiting["judged"], waiting["passed"], waiting["rolled_back"]) == (False, True, False)
+    assert "not judged below 200 labelled rows per variant" in waiting["checks"][0]["detail"]
+    stop_experiment(settings=s)
+    assert live_guard(labels, s) is None  # no canary runs

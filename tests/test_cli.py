@@ -14,7 +14,7 @@ import nbformat
 import pytest
 from conftest import NOTEBOOK, ROOT
 
-from mlkit import cli, cli_ab, cli_data
+from mlkit import cli, cli_ab, cli_data, cli_registry
 from mlkit.cli import app
 
 HEAVY = ["papermill", "sklearn", "wandb", "bentoml", "torch", "onnxruntime", "pandas", "pandera", "skl2onnx"]
@@ -200,5 +200,5 @@ def test_the_choices_are_the_library_s_own():
 
     assert get_args(cli.Status) == STATUSES
     assert get_args(cli.Sampler) == tuple(SAMPLERS) and get_args(cli.Pruner) == tuple(PRUNERS)
-    assert get_args(cli_data.Task) == TASKS and [q.value for q in cli.Quantize] == list(QUANTIZERS)
+    assert get_args(cli_data.Task) == TASKS and [q.value for q in cli_registry.Quantize] == list(QUANTIZERS)
     assert get_args(cli_ab.Mode) == MODES

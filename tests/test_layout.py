@@ -28,6 +28,7 @@ LAZY = {
     "mlkit.cli": "`mlkit --help` must start without importing scikit-learn, torch or BentoML",
     "mlkit.cli_data": "`mlkit --help` imports it too: the same reason as mlkit.cli",
     "mlkit.cli_ab": "`mlkit --help` imports it too: the same reason as mlkit.cli",
+    "mlkit.cli_registry": "`mlkit --help` imports it too: the same reason as mlkit.cli",
     "mlkit.serving": "`mlkit.serving:ModelService` resolves and loads the served model when it is first asked for",
     "mlkit.models.families": "the mlp family needs torch, an optional extra",
 }

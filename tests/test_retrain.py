@@ -128,6 +128,7 @@ def test_build_packs_service_model_lineage_and_container_settings(live, settings
         not (src / "mlkit" / "cli.py").exists()
         and not (src / "mlkit" / "cli_data.py").exists()
         and not (src / "mlkit" / "cli_ab.py").exists()
+        and not (src / "mlkit" / "cli_registry.py").exists()
         and not (src / "mlkit" / "demo.py").exists()
     )
     assert "onnxruntime==" in Path(bento.path_of("env/python/requirements.in")).read_text()

@@ -109,6 +109,8 @@ def start_experiment(
             "error_rate": settings.ab_guard_error_rate,
             "p99_ms": settings.ab_guard_p99_ms,
             "window": settings.ab_guard_window,
+            "metric_drop": settings.ab_guard_metric_drop,  # judged on late labels (monitoring.abtest.live_guard)
+            "min_labels": settings.ab_guard_min_labels,
         },
         "sticky_key": settings.ab_sticky_key,
     }

@@ -61,7 +61,18 @@ def bento_config(tag: str, settings: Settings | None = None) -> dict[str, Any]:
         "include": ["mlkit/**/*.py", "settings.ini"],
         "exclude": [
             f"mlkit/{face}.py"
-            for face in ("cli", "cli_data", "cli_ab", "magics", "lab", "demo", "docs", "retrain")
+            for face in (
+                "cli",
+                "cli_common",
+                "cli_data",
+                "cli_ab",
+                "cli_registry",
+                "magics",
+                "lab",
+                "demo",
+                "docs",
+                "retrain",
+            )
         ],
         "models": [tag],
         "python": {"packages": _pinned([*SERVING_PACKAGES, *extra])},
