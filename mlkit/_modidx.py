@@ -13,6 +13,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                             'mlkit.core._choice': ('core.html#_choice', 'mlkit/core.py'),
                             'mlkit.core._non_negative': ('core.html#_non_negative', 'mlkit/core.py'),
                             'mlkit.core._optional_int': ('core.html#_optional_int', 'mlkit/core.py'),
+                            'mlkit.core._optional_positive': ('core.html#_optional_positive', 'mlkit/core.py'),
                             'mlkit.core._optional_positive_int': ('core.html#_optional_positive_int', 'mlkit/core.py'),
                             'mlkit.core._path': ('core.html#_path', 'mlkit/core.py'),
                             'mlkit.core._port': ('core.html#_port', 'mlkit/core.py'),
@@ -1225,4 +1226,5 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                                                                   'mlkit/serving/variants.py'),
                                         'mlkit.serving.variants._label': ('serving/variants.html#_label', 'mlkit/serving/variants.py'),
                                         'mlkit.serving.variants._role': ('serving/variants.html#_role', 'mlkit/serving/variants.py'),
+                                        'mlkit.serving.variants.step_due': ('serving/variants.html#step_due', 'mlkit/serving/variants.py'),
                                         'mlkit.serving.variants.unit': ('serving/variants.html#unit', 'mlkit/serving/variants.py')}}}

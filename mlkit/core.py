@@ -121,6 +121,9 @@ class Settings:
     ab_share: float  # split: the challenger's share of requests; shadow: the share it also predicts
     ab_canary_steps: tuple[float, ...]  # canary: the challenger's shares, step by step
     ab_step_rows: int  # canary: records the challenger answers at one step before the next
+    ab_step_s: (
+        float | None
+    )  # canary: or seconds at one step before the next (a schedule); None: by records only
     ab_guard_error_rate: float  # canary: a larger share of failed challenger requests sets its share to 0
     ab_guard_p99_ms: float  # canary: a slower p99 of the challenger's own time sets its share to 0
     ab_guard_window: int  # canary: the recent challenger requests the guard judges (at least 20)
@@ -196,6 +199,10 @@ def _optional_positive_int(text: str) -> int | None:
     return _positive_int(text) if text.strip() else None
 
 
+def _optional_positive(text: str) -> float | None:
+    return _positive(text) if text.strip() else None
+
+
 def _non_negative(text: str) -> float:
     try:
         value = float(text)
@@ -265,6 +272,7 @@ _KEYS: dict[str, tuple[str, Any, str]] = {
     "ab_share": ("ab", _share, "0.1"),
     "ab_canary_steps": ("ab", _steps, "0.01,0.05,0.25,0.5"),
     "ab_step_rows": ("ab", _positive_int, "1000"),
+    "ab_step_s": ("ab", _optional_positive, ""),
     "ab_guard_error_rate": ("ab", _share, "0.05"),
     "ab_guard_p99_ms": ("ab", _positive, "250"),
     "ab_guard_window": ("ab", _positive_int, "200"),

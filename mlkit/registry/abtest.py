@@ -105,6 +105,7 @@ def start_experiment(
     config = {
         "steps": steps if mode == "canary" else [],
         "step_rows": settings.ab_step_rows,
+        "step_s": settings.ab_step_s,
         "guard": {
             "error_rate": settings.ab_guard_error_rate,
             "p99_ms": settings.ab_guard_p99_ms,
@@ -192,7 +193,11 @@ def step_experiment(
     if step >= len(current["steps"]):
         return None  # at its last step: it stays there
     share = current["steps"][step]
-    why = f"canary step {step + 1}/{len(current['steps'])}: share {share:g} after {rows} records at {current['share']:g}"
+    took = (dt.datetime.now(dt.UTC) - dt.datetime.fromisoformat(current["updated_at"])).total_seconds()
+    why = (
+        f"canary step {step + 1}/{len(current['steps'])}: share {share:g} after {rows} records in {took:.0f} s "
+        f"at {current['share']:g}"
+    )
     return _change(settings, "ab-step", who, why, expected, step=step, share=share)
 
 
