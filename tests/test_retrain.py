@@ -44,6 +44,8 @@ def test_drift_feedback_and_retrain_through_the_gate(live, settings, tmp_path):
     from mlkit.registry.aliases import aliases
     from mlkit.retrain import retrain
 
+    # a prediction log of its own: the serving tests log other traffic for the same session model
+    settings = dataclasses.replace(settings, monitor_dir=tmp_path / "monitor")
     frame = load_dataset("breast_cancer").frame
     stable = frame.sample(300, random_state=5)
     ids = serve_in_process(settings, live, stable)
@@ -88,6 +90,7 @@ def test_drift_feedback_and_retrain_through_the_gate(live, settings, tmp_path):
 
 
 def test_cli_drift_and_feedback_errors_say_what_to_do(live, settings, tmp_path):
+    serve_in_process(settings, live, load_dataset("breast_cancer").frame.head(5))  # a log to give labels for
     bad = tmp_path / "labels.csv"
     bad.write_text("x,y\n1,2\n")
     r = subprocess.run(

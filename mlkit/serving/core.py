@@ -6,6 +6,7 @@
 __all__ = ['RequestError', 'ServingCore', 'check_model']
 
 # %% ../../nbs/serving/00_core.ipynb #df9868e6
+import asyncio
 import functools
 import itertools
 import json
@@ -154,6 +155,7 @@ class ServingCore:
         self._stop = threading.Event()
         # ids: a random prefix per core, then the request's number and the row's (uuid4 was a syscall a request)
         self._id_prefix, self._requests = secrets.token_hex(6), itertools.count()
+        self._soon: dict = {}  # event loop -> the rows and futures of `predict_soon` gathered in its current turn
 
     @classmethod
     def from_store(
@@ -314,38 +316,99 @@ def predict_matrix(self: ServingCore, X: np.ndarray) -> dict[str, Any]:
 
 
 @patch
+async def predict_soon(self: ServingCore, X: np.ndarray) -> dict[str, Any]:
+    "`predict_matrix` on the event loop: requests that reach the model in the same turn of the loop share one call."
+    loop = asyncio.get_running_loop()
+    if (pending := self._soon.get(loop)) is None:
+        pending = self._soon[loop] = ([], [])
+        loop.call_soon(self._predict_soon, loop)  # after the requests already ready in this turn
+    future = loop.create_future()
+    pending[0].append(X)
+    pending[1].append(future)
+    return await future
+
+
+@patch
+def _predict_soon(self: ServingCore, loop: asyncio.AbstractEventLoop) -> None:
+    "One model call for the rows gathered in this turn of `loop`, then each request's own answer (or its own error)."
+    parts, futures = self._soon.pop(loop)
+    live = [(X, f) for X, f in zip(parts, futures, strict=True) if not f.cancelled()]  # gone: not predicted
+    if not live:
+        return
+    parts, futures = map(list, zip(*live, strict=True))
+    try:
+        X = parts[0] if len(parts) == 1 else np.concatenate(parts)
+        started = time.perf_counter()
+        labels, probabilities = self.classifier.outputs(X)
+        ms = (time.perf_counter() - started) * 1e3  # every request of the call waited for all of it
+        answers = self._answers(parts, X, labels, probabilities, ms)
+    except Exception as err:  # the model failed: so does every request of the call
+        answers = [err] * len(parts)
+    for future, answer in zip(futures, answers, strict=True):
+        if isinstance(answer, Exception):  # its own (outputs too far out to compute: its 422), or the call's
+            future.set_exception(answer)
+        else:
+            future.set_result(answer)
+
+
+@patch
+def _answers(
+    self: ServingCore,
+    parts: list[np.ndarray],  # each request's rows
+    X: np.ndarray,  # all of them, in order (`parts` concatenated)
+    labels: np.ndarray,  # the model's outputs for `X`
+    probabilities: np.ndarray,
+    ms: float,  # the model's time for them
+) -> list[dict[str, Any] | RequestError]:
+    "Each request's answer (ids given), or its RequestError; the answered rows observed, logged and counted at once."
+    out, kept, at = [], [], 0
+    for part in parts:
+        n, at = len(part), at + len(part)
+        own = probabilities[at - n : at]
+        # one float64 sum (no overflow: float32 values) is finite exactly when every output is; a few values are
+        # summed as Python floats (a numpy reduction costs ~3 µs, a tenth of a one-record request's model time)
+        total = sum(own.ravel().tolist()) if own.size <= 64 else own.sum(dtype=np.float64)
+        if not math.isfinite(total):  # values in bounds that overflow together: refused
+            out.append(_not_computable(own, n))
+            continue
+        rid = f"{self._id_prefix}{next(self._requests):x}"
+        ids = [f"{rid}-{i}" for i in range(n)]
+        out.append({**self.classifier.answer(labels[at - n : at], own), "model": self.tag, "ids": ids})
+        kept.append((at - n, at, ids))
+    if len(kept) < len(parts):  # the refused requests' rows are neither watched nor logged
+        rows = np.concatenate([np.arange(a, b) for a, b, _ in kept]) if kept else np.arange(0)
+        X, labels, probabilities = X[rows], labels[rows], probabilities[rows]
+    if kept:
+        ids = kept[0][2] if len(kept) == 1 else [i for *_, own_ids in kept for i in own_ids]
+        if self.monitor is not None:  # arrays handed over, not copied: O(1) here, the work is done later
+            # with the outputs watched beside the inputs (a regressor's predicted values)
+            self.monitor.observe_matrix(X, self.names, self.classifier.drift_outputs(labels, probabilities))
+        if self.log is not None:  # one write for the requests of one model call
+            self.log.log(ids, X, labels, probabilities, self.tag, ms)
+        self._predicted.inc(len(X))
+    return out
+
+
+def _not_computable(probabilities: np.ndarray, n: int) -> RequestError:
+    "The 422 of a request some of whose outputs are not finite numbers, naming those records."
+    finite = np.isfinite(probabilities).reshape(n, -1).all(axis=1)
+    msg = (
+        "The model's answer for this record is not a finite number: its values are too far out together for "
+        "the model's float32 arithmetic; send values nearer the training data."
+    )
+    return RequestError(
+        422,
+        [{"loc": ["records", int(i)], "msg": msg, "type": "not_computable"} for i in np.flatnonzero(~finite)],
+    )
+
+
+@patch
 def _answer(self: ServingCore, X, labels: np.ndarray, probabilities: np.ndarray, ms: float) -> dict[str, Any]:
     "The answer to one request whose rows `X` the model has predicted: ids given, drift observed, rows logged."
-    # one float64 sum (no overflow: float32 values) is finite exactly when every output is; a few values are
-    # summed as Python floats (a numpy reduction costs ~3 µs, a tenth of a one-record request's model time)
-    total = (
-        sum(probabilities.ravel().tolist())
-        if probabilities.size <= 64
-        else probabilities.sum(dtype=np.float64)
-    )
-    if not math.isfinite(total):  # values in bounds that overflow together: refused
-        finite = np.isfinite(probabilities).reshape(len(X), -1).all(axis=1)
-        msg = (
-            "The model's answer for this record is not a finite number: its values are too far out together for "
-            "the model's float32 arithmetic; send values nearer the training data."
-        )
-        raise RequestError(
-            422,
-            [
-                {"loc": ["records", int(i)], "msg": msg, "type": "not_computable"}
-                for i in np.flatnonzero(~finite)
-            ],
-        )
-    out = self.classifier.answer(labels, probabilities)
-    rid = f"{self._id_prefix}{next(self._requests):x}"
-    ids = [f"{rid}-{i}" for i in range(len(X))]
-    if self.monitor is not None:  # arrays handed over, not copied: O(1) here, the work is done later
-        # with the outputs watched beside the inputs (a regressor's predicted values)
-        self.monitor.observe_matrix(X, self.names, self.classifier.drift_outputs(labels, probabilities))
-    if self.log is not None:
-        self.log.log(ids, X, labels, probabilities, self.tag, ms)
-    self._predicted.inc(len(X))
-    return {**out, "model": self.tag, "ids": ids}
+    (answer,) = self._answers([X], X, labels, probabilities, ms)
+    if isinstance(answer, RequestError):
+        raise answer
+    return answer
 
 
 @patch

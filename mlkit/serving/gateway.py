@@ -258,7 +258,7 @@ async def _sweep(self: Gateway, every: float = 0.25) -> None:
 
 @patch
 async def _predict(self: Gateway, core: ServingCore, path: str, X) -> dict | list:
-    "The answer to a validated request: batched for /predict_batch, inline (or in a thread when large) for /predict."
+    "The answer to a validated request: batched for /predict_batch; for /predict on the loop (in a thread when large)."
     if path == "/predict_batch":  # requests arriving together share one model call
         try:
             packed = await self._batch(core)(X)
@@ -267,13 +267,14 @@ async def _predict(self: Gateway, core: ServingCore, path: str, X) -> dict | lis
             core.metrics.alone.inc()
             (packed,) = await core.predict_together([X])
         return core.rows_from(X, packed)
-    # Inline on the event loop up to _INLINE_ROWS records (a few ms): a worker thread hands the GIL back and
-    # forth with the loop and made 100-record requests 3x slower (reports/benchmarks/serving.md).
+    # On the event loop up to _INLINE_ROWS records (a few ms): a worker thread hands the GIL back and forth with
+    # the loop and made 100-record requests 3x slower (reports/benchmarks/serving.md). Requests that reach the
+    # model in the same turn of the loop (under load, several) share one model call: no waiting added.
     if len(X) > _INLINE_ROWS:
         import anyio
 
         return await anyio.to_thread.run_sync(core.predict_matrix, X)
-    return core.predict_matrix(X)
+    return await core.predict_soon(X)
 
 
 @patch
