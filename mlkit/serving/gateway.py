@@ -112,7 +112,6 @@ class Gateway:
         self._batcher, self._batcher_loop, self._docs = None, None, None
         # bodies being read: task -> deadline, and those cancelled for being late (see `_body`)
         self._reading, self._late, self._sweeper = {}, set(), None
-        self._inflight = 0  # HTTP requests begun and not yet answered
 
 # %% ../../nbs/serving/02_gateway.ipynb #d06f4fb7
 @patch
@@ -158,13 +157,11 @@ async def __call__(self: Gateway, scope, receive, send):
             status[0] = message["status"]
         await send(message)
 
-    self._inflight += 1
     try:
         await self._dispatch(core, scope, receive, send_versioned, path, method)
     except _Gone:
         status[0] = 499  # the client left; nothing to answer
     finally:
-        self._inflight -= 1
         core.metrics.answered(path if path in _KNOWN else "other", status[0], time.perf_counter() - started)
 
 # %% ../../nbs/serving/02_gateway.ipynb #a1a7cfdc
@@ -271,15 +268,12 @@ async def _predict(self: Gateway, core: ServingCore, path: str, X) -> dict | lis
             (packed,) = await core.predict_together([X])
         return core.rows_from(X, packed)
     # On the event loop up to _INLINE_ROWS records (a few ms): a worker thread hands the GIL back and forth with
-    # the loop and made 100-record requests 3x slower (reports/benchmarks/serving.md). Under load, requests that
-    # reach the model in the same turn of the loop share one model call (no waiting added); a request alone in
-    # the service is answered at once, without the turn that gathering takes.
+    # the loop and made 100-record requests 3x slower (reports/benchmarks/serving.md). Requests that reach the
+    # model in the same turn of the loop (under load, several) share one model call: no waiting added.
     if len(X) > _INLINE_ROWS:
         import anyio
 
         return await anyio.to_thread.run_sync(core.predict_matrix, X)
-    if self._inflight <= 1:
-        return core.predict_matrix(X)
     return await core.predict_soon(X)
 
 
