@@ -670,6 +670,8 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                                                                      'mlkit/registry/abtest.py'),
                                        'mlkit.registry.abtest.rollback_experiment': ( 'registry/abtest.html#rollback_experiment',
                                                                                       'mlkit/registry/abtest.py'),
+                                       'mlkit.registry.abtest.running_canary': ( 'registry/abtest.html#running_canary',
+                                                                                 'mlkit/registry/abtest.py'),
                                        'mlkit.registry.abtest.start_experiment': ( 'registry/abtest.html#start_experiment',
                                                                                    'mlkit/registry/abtest.py'),
                                        'mlkit.registry.abtest.step_experiment': ( 'registry/abtest.html#step_experiment',

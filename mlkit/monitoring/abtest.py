@@ -20,7 +20,7 @@ from ..metrics import direction, primary_metric, task_metric, task_metrics
 from .drift import _STYLE, _num
 from .feedback import feedback_metrics, read_labels
 from .predlog import log_folder, read_log
-from ..registry.abtest import current_experiment, rollback_experiment
+from ..registry.abtest import rollback_experiment, running_canary
 from ..registry.aliases import current_user
 from ..registry.metadata import ModelMetadata
 from ..registry.resolve import resolve_model
@@ -508,8 +508,8 @@ def live_guard(
 ) -> dict[str, Any] | None:
     "Judge a running canary's challenger on late labels; roll it back to share 0 (audited) when surely worse beyond the guard. None: no canary runs."
     settings = settings or get_settings()
-    exp = current_experiment(settings)
-    if exp is None or exp["mode"] != "canary" or exp["status"] != "running":
+    exp = running_canary(settings)
+    if exp is None:
         return None
     guard = exp["guard"]
     drop = guard.get("metric_drop", settings.ab_guard_metric_drop)  # an older experiment's: the settings'

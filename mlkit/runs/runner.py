@@ -214,9 +214,10 @@ def _execute(path: Path, output: Path, values: dict[str, Any], env: dict[str, st
 
     kernel_name = read_notebook(path).metadata.get("kernelspec", {}).get("name") or "python3"
     kernel_log = (output.parent / "kernel.log").open("ab")  # closed below, also after an interrupt
-    # a short private folder for the kernel's sockets (a Unix socket's path holds at most 107 bytes)
-    sockets = Path(tempfile.mkdtemp(prefix="mlkit-k-")) if os.name == "posix" else None
+    sockets = None
     try:
+        # a short private folder for the kernel's sockets (a Unix socket's path holds at most 107 bytes)
+        sockets = Path(tempfile.mkdtemp(prefix="mlkit-k-")) if os.name == "posix" else None
         pm.execute_notebook(
             str(path),
             str(output),

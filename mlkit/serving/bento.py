@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 
+from .. import LAYERS
 from ..core import MlkitError, Settings, atomic_write, get_settings
 from ..registry.metadata import ModelMetadata
 from ..registry.resolve import resolve_model
@@ -59,21 +60,8 @@ def bento_config(tag: str, settings: Settings | None = None) -> dict[str, Any]:
             "git_commit": (meta.git or {}).get("commit", ""),
         },
         "include": ["mlkit/**/*.py", "settings.ini"],
-        "exclude": [
-            f"mlkit/{face}.py"
-            for face in (
-                "cli",
-                "cli_common",
-                "cli_data",
-                "cli_ab",
-                "cli_registry",
-                "magics",
-                "lab",
-                "demo",
-                "docs",
-                "retrain",
-            )
-        ],
+        # the faces (mlkit.LAYERS' top layer: the CLI, magics, demo, ...) are nothing the service imports
+        "exclude": [f"mlkit/{name}.py" for name, layer in LAYERS.items() if layer == max(LAYERS.values())],
         "models": [tag],
         "python": {"packages": _pinned([*SERVING_PACKAGES, *extra])},
         "docker": {"python_version": "3.11", "distro": "debian"},
